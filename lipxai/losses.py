@@ -1,0 +1,277 @@
+"""Optimal-transport and margin losses for 1-Lipschitz classifiers.
+
+Every loss is a pure function ``(logits, labels, *, hyperparameters) -> scalar``: the
+mean over the batch, computed in float32 (float64 logits stay float64).  Shapes, dtypes
+and hyperparameters are validated eagerly; label values are checked only when they are
+concrete, so the functions can be called inside ``jax.jit``.  Hyperparameters must be
+Python numbers; the computation itself is jitted with them as traced arguments, so an
+eager call compiles once per input shape and changing a hyperparameter does not recompile.
+
+Binary losses take ``logits`` of shape ``[B]`` or ``[B, 1]`` (one score, positive means
+class 1) and ``labels`` in {0, 1}; multiclass losses take ``logits`` of shape ``[B, C]``
+with ``C >= 2`` and ``labels`` in ``[0, C)``.  Labels are integers, never one-hot.
+
+Conventions follow deel-torchlip (``deel.torchlip.functional`` and
+``deel.torchlip.modules.loss``; values checked against deel-torchlip 1.0.5):
+
+* ``min_margin`` is the full margin between the classes, so a score only has to reach
+  ``min_margin / 2`` on the correct side;
+* ``alpha`` weighs a convex combination ``alpha * hinge + (1 - alpha) * kr``.  Older
+  deel-lip releases used ``kr + lam * hinge`` with ``lam`` in [0, inf); that is
+  ``(1 + lam)`` times the loss here with ``alpha = lam / (1 + lam)``, the mapping
+  torchlip itself applies to such values.
+
+References:
+    [HKR] M. Serrurier, F. Mamalet, A. González-Sanz, T. Boissin, J.-M. Loubes,
+    E. del Barrio. "Achieving robustness in classification using optimal transport with
+    hinge regularization", CVPR 2021.
+    [OTNN] M. Serrurier, F. Mamalet, T. Fel, L. Béthune, T. Boissin. "On the
+    explainable properties of 1-Lipschitz neural networks: an optimal transport
+    perspective", NeurIPS 2023.
+    [TAU] L. Béthune, T. Boissin, M. Serrurier, F. Mamalet, C. Friedrich, A. González-Sanz.
+    "Pay attention to your loss: understanding misconceptions about 1-Lipschitz neural
+    networks", NeurIPS 2022.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from lipxai import _checks
+
+__all__ = [
+    "hinge_margin",
+    "hkr",
+    "kr",
+    "multiclass_hinge",
+    "multiclass_hkr",
+    "multiclass_kr",
+    "soft_hkr",
+    "tau_cross_entropy",
+]
+
+
+def kr(logits, labels):
+    """Negated Kantorovich-Rubinstein estimate of the Wasserstein-1 distance [HKR].
+
+    ``kr = -(mean_{y=1} f(x) - mean_{y=0} f(x))``, to be minimised: for a 1-Lipschitz
+    ``f`` its minimum is ``-W1(P_1, P_0)``.  Same value as deel-torchlip's
+    ``neg_kr_loss`` / ``NegKRLoss`` (and ``-KR`` in deel-lip) averaged over the batch.
+
+    If one class is absent from the batch, its mean is taken as 0 (as torchlip's
+    ``nan_to_num`` and deel-lip's epsilon do), so the result is ``mean f`` over the
+    batch when it holds only class 0 and ``-mean f`` when it holds only class 1.
+    """
+    return _kr(*_binary_inputs(logits, labels))
+
+
+def hinge_margin(logits, labels, *, min_margin=1.0):
+    """Binary hinge loss with deel-lip's centred margin [HKR].
+
+    ``mean relu(min_margin / 2 - y f(x))`` with ``y = +1`` for class 1 and ``-1`` for
+    class 0, as deel-lip ``HingeMargin`` and torchlip ``hinge_margin_loss``: both sides
+    must clear ``min_margin / 2``, so the two classes are ``min_margin`` apart.
+    """
+    _checks.positive("min_margin", min_margin)
+    return _hinge_margin(*_binary_inputs(logits, labels), min_margin)
+
+
+def hkr(logits, labels, *, alpha=0.9, min_margin=1.0):
+    """Hinge-regularised KR loss [HKR]: ``alpha * hinge_margin + (1 - alpha) * kr``.
+
+    Follows deel-torchlip ``hkr_loss`` / ``HKRLoss``: ``alpha`` in [0, 1], 0 giving
+    :func:`kr` and 1 giving :func:`hinge_margin`.  A legacy deel-lip weight ``lam``
+    (loss ``kr + lam * hinge``) corresponds to ``alpha = lam / (1 + lam)``.
+    """
+    _check_alpha(alpha)
+    _checks.positive("min_margin", min_margin)
+    return _hkr(*_binary_inputs(logits, labels), alpha, min_margin)
+
+
+def multiclass_kr(logits, labels):
+    """One-vs-all KR loss averaged over classes [HKR].
+
+    ``-(1/C) sum_c (mean_{y=c} f_c(x) - mean_{y!=c} f_c(x))``: the negated value of
+    deel-lip ``MulticlassKR`` / torchlip ``KRMulticlassLoss`` (one-hot targets).  A class
+    absent from the batch contributes ``mean_{y!=c} f_c`` (its own mean taken as 0).
+    """
+    return _multiclass_kr(*_multiclass_inputs(logits, labels))
+
+
+def multiclass_hinge(logits, labels, *, min_margin=1.0):
+    """One-vs-all hinge loss of deel-lip ``MulticlassHinge`` / torchlip ``HingeMulticlassLoss``.
+
+    Per example, with ``y`` the true class and ``m = min_margin``::
+
+        (1/C) [(C - 1) relu(m/2 - f_y) + sum_{c != y} relu(m/2 + f_c)]
+
+    i.e. the binary hinge on every output with signs +1/-1, the true class weighted by
+    ``C - 1`` to balance it against the ``C - 1`` others; averaged over the batch [HKR].
+    """
+    _checks.positive("min_margin", min_margin)
+    return _multiclass_hinge(*_multiclass_inputs(logits, labels), min_margin)
+
+
+def multiclass_hkr(logits, labels, *, alpha=0.9, min_margin=1.0):
+    """Multiclass HKR [HKR]: ``alpha * multiclass_hinge + (1 - alpha) * multiclass_kr``.
+
+    Follows deel-torchlip ``hkr_multiclass_loss`` / ``HKRMulticlassLoss`` with ``alpha``
+    in [0, 1]; deel-lip ``MulticlassHKR(alpha=lam)`` (``kr + lam * hinge``) is ``(1 + lam)``
+    times this loss at ``alpha = lam / (1 + lam)`` (its default ``lam = 10`` is about 0.91).
+    """
+    _check_alpha(alpha)
+    _checks.positive("min_margin", min_margin)
+    return _multiclass_hkr(*_multiclass_inputs(logits, labels), alpha, min_margin)
+
+
+def soft_hkr(logits, labels, *, alpha=0.9, min_margin=1.0, temperature=1.0):
+    """Softmax-weighted multiclass HKR of [OTNN] (deel-lip ``MulticlassSoftHKR``).
+
+    With ``s_c = +f_c`` for the true class ``y`` and ``-f_c`` otherwise, per example::
+
+        sum_c w_c [(1 - alpha) (-s_c) + alpha relu(min_margin/2 - s_c)]
+
+    where ``w_y = 1`` and ``w_c`` for ``c != y`` is the softmax of ``t * f_c`` over the
+    other classes, so the wrong classes closest to winning dominate; averaged over the
+    batch.  ``alpha`` in [0, 1] as in deel-torchlip ``SoftHKRMulticlassLoss``.
+
+    The inverse temperature ``t`` is treated as a constant (no gradient flows through it)::
+
+        t = clip(temperature * min_margin / clip(mean |f|, min_margin, 2e4), 0.005, 250)
+
+    deel-lip and torchlip keep ``mean |f|`` as a running average across calls,
+    ``m <- 0.99 m + 0.01 mean|f|`` (``alpha_mean``), starting from ``min_margin``, so the
+    softmax sharpness adapts to the logit scale reached during training.  This function
+    holds no state and uses the current batch's ``mean |f|`` over all examples and
+    classes, i.e. their loss with ``alpha_mean = 0``; while ``mean |f| <= min_margin``
+    (early training) both give ``t = temperature``.
+    """
+    _check_alpha(alpha)
+    _checks.positive("min_margin", min_margin)
+    _checks.positive("temperature", temperature)
+    return _soft_hkr(*_multiclass_inputs(logits, labels), alpha, min_margin, temperature)
+
+
+def tau_cross_entropy(logits, labels, *, tau):
+    """Cross-entropy at temperature ``tau`` [TAU] (deel-lip ``TauCategoricalCrossentropy``).
+
+    ``mean CE(tau * f(x), y) / tau`` with ``CE(z, y) = logsumexp(z) - z_y``, as deel-lip and
+    torchlip ``TauCrossEntropyLoss``.  Since ``max_c f_c <= logsumexp(tau f) / tau <=
+    max_c f_c + log(C) / tau``, the loss lies within ``log(C) / tau`` above
+    ``mean relu(max_{c != y} f_c - f_y)`` and tends to it as ``tau`` grows.  For a
+    1-Lipschitz ``f``, ``tau`` sets the accuracy/robustness trade-off [TAU]: large
+    ``tau`` favours accuracy, small ``tau`` keeps pushing margins wider.
+    """
+    _checks.positive("tau", tau)
+    return _tau_cross_entropy(*_multiclass_inputs(logits, labels), tau)
+
+
+# Kernels: validated inputs in, scalar out.
+
+
+@jax.jit
+def _kr(logits, labels):
+    return -_class_gap(logits, labels == 1)
+
+
+@jax.jit
+def _hinge_margin(logits, labels, min_margin):
+    return jnp.mean(_hinge_terms(logits, labels == 1, min_margin))
+
+
+@jax.jit
+def _hkr(logits, labels, alpha, min_margin):
+    return alpha * _hinge_margin(logits, labels, min_margin) + (1 - alpha) * _kr(logits, labels)
+
+
+@jax.jit
+def _multiclass_kr(logits, labels):
+    return -jnp.mean(_class_gap(logits, _one_hot(labels, logits.shape[1])))
+
+
+@jax.jit
+def _multiclass_hinge(logits, labels, min_margin):
+    is_true = _one_hot(labels, logits.shape[1])
+    weights = jnp.where(is_true, logits.shape[1] - 1.0, 1.0)
+    return jnp.mean(weights * _hinge_terms(logits, is_true, min_margin))
+
+
+@jax.jit
+def _multiclass_hkr(logits, labels, alpha, min_margin):
+    hinge = _multiclass_hinge(logits, labels, min_margin)
+    return alpha * hinge + (1 - alpha) * _multiclass_kr(logits, labels)
+
+
+@jax.jit
+def _soft_hkr(logits, labels, alpha, min_margin, temperature):
+    is_true = _one_hot(labels, logits.shape[1])
+    mean_abs = jnp.clip(jnp.mean(jnp.abs(logits)), min_margin, 2e4)
+    t = jax.lax.stop_gradient(jnp.clip(temperature * min_margin / mean_abs, 0.005, 250.0))
+    others = jax.nn.softmax(jnp.where(is_true, -jnp.inf, t * logits), axis=-1)
+    weights = jnp.where(is_true, 1.0, others)
+    signed = jnp.where(is_true, logits, -logits)
+    terms = (1 - alpha) * -signed + alpha * jax.nn.relu(min_margin / 2 - signed)
+    return jnp.mean(jnp.sum(weights * terms, axis=-1))
+
+
+@jax.jit
+def _tau_cross_entropy(logits, labels, tau):
+    log_probs = jax.nn.log_softmax(tau * logits, axis=-1)
+    true_log_probs = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)
+    return -jnp.mean(true_log_probs) / tau
+
+
+def _class_gap(logits, is_pos):
+    """``mean f`` over positives minus over negatives along axis 0; an empty side counts 0."""
+    pos = is_pos.astype(logits.dtype)
+    n_pos = jnp.sum(pos, axis=0)
+    n_neg = logits.shape[0] - n_pos
+    mean_pos = jnp.sum(logits * pos, axis=0) / jnp.maximum(n_pos, 1)
+    mean_neg = jnp.sum(logits * (1 - pos), axis=0) / jnp.maximum(n_neg, 1)
+    return mean_pos - mean_neg
+
+
+def _hinge_terms(logits, is_pos, min_margin):
+    """Element-wise ``relu(min_margin / 2 - y f)`` with ``y = +1`` where ``is_pos``, else -1."""
+    return jax.nn.relu(min_margin / 2 - jnp.where(is_pos, logits, -logits))
+
+
+def _one_hot(labels, num_classes):
+    return labels[:, None] == jnp.arange(num_classes)
+
+
+def _check_alpha(alpha):
+    _checks.non_negative("alpha", alpha)
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
+        raise ValueError(
+            "alpha must be a number in [0, 1] (deel-torchlip convention; a deel-lip weight "
+            f"lam maps to lam / (1 + lam)), got {alpha!r}"
+        )
+
+
+def _binary_inputs(logits, labels):
+    logits = _checks.floating_array("logits", logits, min_rank=1)
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    elif logits.ndim != 1:
+        raise ValueError(f"logits must have shape [B] or [B, 1], got shape {logits.shape}")
+    return _batch(logits, labels, 2)
+
+
+def _multiclass_inputs(logits, labels):
+    logits = _checks.floating_array("logits", logits, rank=2)
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"logits must have shape [B, C] with C >= 2 classes, got shape {logits.shape}"
+        )
+    return _batch(logits, labels, logits.shape[1])
+
+
+def _batch(logits, labels, num_classes):
+    if logits.shape[0] == 0:
+        raise ValueError(f"logits must hold at least one example, got shape {logits.shape}")
+    labels = _checks.labels_for("labels", labels, num_classes, logits.shape[0])
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels

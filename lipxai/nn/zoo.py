@@ -1,0 +1,53 @@
+"""Reference 1-Lipschitz architectures (``flax.linen.Sequential`` of lipxai layers)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from lipxai.nn.activations import GroupSort
+from lipxai.nn.conv import OrthoConv
+from lipxai.nn.dense import OrthoDense
+from lipxai.nn.pooling import Flatten, L2NormPool
+from lipxai.nn.residual import SLLConv
+
+
+def mlp(num_classes: int = 10, hidden=(256, 256), *, method: str = "bjorck",
+        group_size: int = 2) -> nn.Sequential:
+    """Flatten -> [OrthoDense(h) -> GroupSort] * len(hidden) -> OrthoDense(num_classes)."""
+    layers = [Flatten()]
+    for h in hidden:
+        layers += [OrthoDense(h, method=method), GroupSort(group_size)]
+    layers.append(OrthoDense(num_classes, method=method))
+    return nn.Sequential(layers)
+
+
+def cnn(num_classes: int = 10, channels=(32, 64), dense=(128,), *, conv_method: str = "aol",
+        dense_method: str = "bjorck", group_size: int = 2) -> nn.Sequential:
+    """The 28x28 CNN: [OrthoConv3x3(c) -> GroupSort -> L2NormPool(2)] per c, then dense layers.
+
+    Defaults give conv32-conv64-dense128-dense10 with GroupSort(2) and L2 pooling.
+    """
+    layers = []
+    for c in channels:
+        layers += [OrthoConv(c, 3, method=conv_method), GroupSort(group_size), L2NormPool(2)]
+    layers.append(Flatten())
+    for h in dense:
+        layers += [OrthoDense(h, method=dense_method), GroupSort(group_size)]
+    layers.append(OrthoDense(num_classes, method=dense_method))
+    return nn.Sequential(layers)
+
+
+def liresnet(num_classes: int = 10, width: int = 64, depth: int = 6, *, head: int = 512,
+             pool: int = 4, conv_method: str = "aol", group_size: int = 2) -> nn.Sequential:
+    """A LiResNet/SLL-style residual CNN for 32x32 and larger images.
+
+    Stem ``OrthoConv(width)`` -> ``depth`` SLL residual convolutions -> L2 pooling
+    by ``pool`` -> OrthoDense(head) -> GroupSort -> OrthoDense(num_classes)
+    (Hu et al. 2023, "Unlocking deterministic robustness certification on
+    ImageNet"; Araujo et al. 2023 for the residual block).
+    """
+    layers = [OrthoConv(width, 3, method=conv_method), GroupSort(group_size)]
+    layers += [SLLConv() for _ in range(depth)]
+    layers += [L2NormPool(pool), Flatten(), OrthoDense(head), GroupSort(group_size),
+               OrthoDense(num_classes)]
+    return nn.Sequential(layers)
