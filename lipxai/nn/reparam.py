@@ -35,13 +35,26 @@ def bjorck(w: jax.Array, iters: int = 15, beta: float = 0.5) -> jax.Array:
     ``s <- 1.5 s - 0.5 s^3``, which maps [0, 1] into [0, 1] and increases towards
     1: every iterate is 1-Lipschitz (up to float rounding) and the limit is the
     orthogonal polar factor (orthonormal columns if tall, rows if wide).
+
+    For a long kernel (``m >= 2n`` after orienting it tall) the same iterates are
+    computed as ``W_k = W_0 T_k`` with ``T_{k+1} = T_k ((1 + beta) I - beta T_k^T G T_k)``
+    and ``G = W_0^T W_0``: every iteration then costs three ``n x n`` products
+    instead of two ``m x n`` ones (e.g. 8x fewer flops for a 3136 x 128 kernel).
     """
     wide = w.shape[0] < w.shape[1]
     v = w.T if wide else w
     v = v / spectral_norm_upper(v)
-    eye = jnp.eye(v.shape[1], dtype=v.dtype)
-    for _ in range(iters):
-        v = v @ ((1.0 + beta) * eye - beta * (v.T @ v))
+    m, n = v.shape
+    eye = jnp.eye(n, dtype=v.dtype)
+    if m >= 2 * n:
+        gram = v.T @ v
+        t = eye
+        for _ in range(iters):
+            t = t @ ((1.0 + beta) * eye - beta * (t.T @ gram @ t))
+        v = v @ t
+    else:
+        for _ in range(iters):
+            v = v @ ((1.0 + beta) * eye - beta * (v.T @ v))
     return v.T if wide else v
 
 
@@ -74,12 +87,17 @@ def top_right_singular_vector(w: jax.Array) -> jax.Array:
 def aol_dense(w: jax.Array) -> jax.Array:
     """AOL rescaling of a dense kernel ``[in, out]`` (Prach & Lampert 2022, "Almost-orthogonal layers").
 
-    ``W' = diag(d) W`` with ``d_i = (sum_j |W W^T|_{ij})^{-1/2}``: then
-    ``diag(d) W W^T diag(d)`` has row sums at most 1 in absolute value, so
-    ``||W'||_2 <= 1`` exactly (Gershgorin).
+    For any matrix ``P``, ``P D`` with ``D_ii = (sum_j |P^T P|_{ij})^{-1/2}`` has
+    norm at most 1 (Gershgorin on ``D P^T P D``). Applied to the inputs,
+    ``W' = diag(d) W`` with ``d`` from ``|W W^T|``; applied to the outputs,
+    ``W' = W diag(d)`` with ``d`` from ``|W^T W|``. The smaller Gram matrix is used
+    (inputs when ``in <= out``), so a 3136 x 128 kernel costs a 128 x 128 Gram.
     """
-    gram_rowsum = jnp.sum(jnp.abs(w @ w.T), axis=1)
-    return w * lax.rsqrt(jnp.maximum(gram_rowsum, _TINY))[:, None]
+    if w.shape[0] <= w.shape[1]:
+        rowsum = jnp.sum(jnp.abs(w @ w.T), axis=1)
+        return w * lax.rsqrt(jnp.maximum(rowsum, _TINY))[:, None]
+    colsum = jnp.sum(jnp.abs(w.T @ w), axis=1)
+    return w * lax.rsqrt(jnp.maximum(colsum, _TINY))[None, :]
 
 
 def cayley(a: jax.Array, in_features: int, out_features: int) -> jax.Array:

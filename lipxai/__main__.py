@@ -1,0 +1,5 @@
+import sys
+
+from lipxai.cli import main
+
+sys.exit(main())

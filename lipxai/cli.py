@@ -1,0 +1,146 @@
+"""The ``lipxai`` command: train, certify, quickstart, prepare-data."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+QUICKSTART_CONFIG = "mnist_lip.py"
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    overrides = [r for r in rest if r.startswith("--config.")]
+    unknown = [r for r in rest if not r.startswith("--config.")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides and args.command not in ("train", "quickstart"):
+        parser.error(f"--config.* overrides only apply to train and quickstart, got {overrides[0]}")
+    from lipxai import config as config_lib
+    from lipxai import data
+    from lipxai.run import RunNotFoundError
+
+    try:
+        return args.handler(args, overrides)
+    except (config_lib.ConfigError, data.DatasetNotFoundError, RunNotFoundError, ImportError) as err:
+        print(f"lipxai {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipxai", description="Explanations and certificates of 1-Lipschitz networks.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train a model from a config file (resumes from the last checkpoint)",
+                           epilog="Any config key can be overridden: --config.optim.lr=1e-3")
+    train.add_argument("--config", required=True, help="a Python config file with get_config()")
+    train.add_argument("--workdir", required=True, help="run directory (config.json, checkpoints/, metrics.jsonl)")
+    train.set_defaults(handler=_train)
+
+    cert = sub.add_parser("certify", help="certified accuracy and Lipschitz bounds of a run -> DIR/certify.json")
+    cert.add_argument("workdir")
+    cert.add_argument("--eps", default="0.5,1.0,1.58", help="comma-separated L2 radii (default 0.5,1.0,1.58)")
+    cert.add_argument("--split", default="test")
+    cert.add_argument("--n", type=int, default=None, help="certify only the first N examples")
+    cert.set_defaults(handler=_certify)
+
+    quick = sub.add_parser("quickstart", help="train, certify and report a 1-Lipschitz CNN on MNIST",
+                           epilog="Any key of configs/mnist_lip.py can be overridden: --config.train.num_steps=500")
+    quick.add_argument("--workdir", default=os.path.join("runs", "quickstart"))
+    quick.add_argument("--config", default=None, help="config file (default: configs/mnist_lip.py)")
+    quick.set_defaults(handler=_quickstart)
+
+    prep = sub.add_parser("prepare-data", help="download and prepare a tfds dataset (needs lipxai[prepare])")
+    prep.add_argument("name")
+    prep.add_argument("--data-dir", default=None)
+    prep.add_argument("--manual-dir", default=None, help="folder holding manually downloaded files")
+    prep.set_defaults(handler=_prepare)
+    return parser
+
+
+def _load_config(path, overrides):
+    from lipxai import config as config_lib
+
+    return config_lib.apply_overrides(config_lib.load_config(path), overrides)
+
+
+def _train(args, overrides) -> int:
+    from lipxai.train import train
+
+    train(_load_config(args.config, overrides), args.workdir)
+    print(f"run written to {args.workdir}")
+    return 0
+
+
+def _parse_eps(text: str):
+    from lipxai.config import ConfigError
+
+    try:
+        eps = tuple(float(e) for e in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--eps must be comma-separated numbers, got {text!r}") from None
+    if min(eps) < 0:
+        raise ConfigError(f"--eps values must be >= 0, got {text!r}")
+    return eps
+
+
+def _certify(args, overrides) -> int:
+    from lipxai.run import load_run
+    from lipxai.run_certify import certify_run, format_table, write_certify_json
+
+    if not os.path.isdir(args.workdir):
+        from lipxai.run import RunNotFoundError
+
+        raise RunNotFoundError(f"workdir {args.workdir} does not exist")
+    eps = _parse_eps(args.eps)
+    result, *_ = certify_run(load_run(args.workdir), eps=eps, split=args.split, n=args.n)
+    print(format_table(result))
+    print(f"written {write_certify_json(result, args.workdir)}")
+    return 0
+
+
+def _default_quickstart_config() -> str:
+    from lipxai.config import ConfigError
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join("configs", QUICKSTART_CONFIG),
+                      os.path.join(here, os.pardir, "configs", QUICKSTART_CONFIG)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError(f"configs/{QUICKSTART_CONFIG} not found: run from the lipxai repository or pass --config")
+
+
+def _quickstart(args, overrides) -> int:
+    from lipxai.report import write_quickstart_report
+    from lipxai.run import load_run
+    from lipxai.run_certify import certify_run, format_table, write_certify_json
+    from lipxai.train import train
+
+    config = _load_config(args.config or _default_quickstart_config(), overrides)
+    start = time.perf_counter()
+    train(config, args.workdir)
+    seconds = time.perf_counter() - start
+    result, images, labels, logits = certify_run(load_run(args.workdir), eps=tuple(config.certify.eps))
+    print(format_table(result))
+    write_certify_json(result, args.workdir)
+    report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds)
+    print(f"report written to {report}")
+    return 0
+
+
+def _prepare(args, overrides) -> int:
+    from lipxai import data
+
+    path = data.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    print(f"{args.name} prepared in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

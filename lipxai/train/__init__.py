@@ -1,0 +1,19 @@
+"""Training: train state, jitted data-parallel steps, orbax checkpoints and the loop."""
+
+from lipxai.train.build import build_loss, build_model, build_optimizer
+from lipxai.train.loop import train
+from lipxai.train.sharding import data_mesh
+from lipxai.train.state import TrainState, init_state
+from lipxai.train.step import make_predict, make_train_step
+
+__all__ = [
+           "TrainState",
+           "build_loss",
+           "build_model",
+           "build_optimizer",
+           "data_mesh",
+           "init_state",
+           "make_predict",
+           "make_train_step",
+           "train",
+]

@@ -1,0 +1,115 @@
+"""The training loop: data-parallel steps, metrics.jsonl, evaluation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from lipxai import config as config_lib
+from lipxai import data
+from lipxai.train import checkpoint, sharding
+from lipxai.train.build import build_loss, build_model, build_optimizer
+from lipxai.train.evaluate import accuracy_report, predict_logits
+from lipxai.train.state import init_state
+from lipxai.train.step import make_predict, make_train_step
+
+
+def train(config, workdir: str, *, verbose: bool = True):
+    """Train ``config`` in ``workdir``, resuming from its latest checkpoint; return the final state.
+
+    Writes ``config.json`` (the resolved config), ``metrics.jsonl`` (one JSON object
+    per logged train window and per evaluation) and ``checkpoints/<step>``. A rerun
+    with the same config continues from the last checkpoint and, since batches are
+    a pure function of ``(seed, step)``, ends with the same parameters as an
+    uninterrupted run.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    _write_or_check_config(config, workdir)
+    cfg = config
+    process, processes = data.process_shard()
+    if cfg.train.batch_size % processes:
+        raise config_lib.ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by "
+                                     f"the number of processes {processes}")
+    local_batch = cfg.train.batch_size // processes
+    data_dir = cfg.data.data_dir or None
+    normalize = tuple(cfg.data.normalize) if cfg.data.normalize else None
+    images, labels = data.load_split(cfg.data.name, cfg.data.train_split, data_dir=data_dir)
+    test_images, test_labels = data.load_split(cfg.data.name, cfg.data.test_split, data_dir=data_dir)
+    if cfg.train.eval_examples:
+        test_images, test_labels = test_images[:cfg.train.eval_examples], test_labels[:cfg.train.eval_examples]
+
+    mesh = sharding.data_mesh()
+    sharding.check_batch_divisible(cfg.train.batch_size, mesh)
+    model = build_model(cfg.model)
+    optimizer = build_optimizer(cfg.optim, cfg.train.num_steps)
+    step_fn = make_train_step(model, build_loss(cfg.loss), optimizer)
+    predict = make_predict(model)
+
+    sample = data.preprocess(images[:1], normalize=normalize)
+    state = sharding.put_replicated(init_state(model, optimizer, jax.random.PRNGKey(cfg.seed), sample), mesh)
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
+    restored = checkpoint.restore_latest(mngr, state)
+    if restored is not None:
+        state = restored
+    start = int(state.step)
+    if verbose and start:
+        print(f"resuming from step {start}", file=sys.stderr)
+
+    window, window_start = [], time.perf_counter()
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+        for step in range(start, cfg.train.num_steps):
+            x, y = data.batch_for_step(images, labels, local_batch, step, seed=cfg.seed,
+                                       shard_index=process, num_shards=processes, normalize=normalize)
+            state, metrics = step_fn(state, *sharding.put_batch((x, y), mesh))
+            window.append(metrics)
+            done = step + 1
+            last = done == cfg.train.num_steps
+            if done % cfg.train.log_every == 0 or last:
+                means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
+                elapsed = time.perf_counter() - window_start
+                record = {"step": done, "split": "train", **means, "devices": mesh.size,
+                          "images_per_sec": len(window) * cfg.train.batch_size / elapsed}
+                _append(metrics_file, record)
+                if verbose:
+                    _progress(done, cfg.train.num_steps, record)
+                window, window_start = [], time.perf_counter()
+            if done % cfg.train.eval_every == 0 or last:
+                logits = predict_logits(predict, state.variables, test_images, normalize=normalize)
+                report = accuracy_report(logits, test_labels, cfg.certify.eps)
+                _append(metrics_file, {"step": done, "split": cfg.data.test_split, **report})
+            if done % cfg.train.checkpoint_every == 0 or last:
+                checkpoint.save(mngr, state)
+    if verbose:
+        print(file=sys.stderr)
+    mngr.close()
+    return state
+
+
+def _write_or_check_config(config, workdir: str) -> None:
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        saved = config_lib.load_json(path).to_dict()
+        if saved != config_lib.load_json_from_dict(config.to_dict()):
+            raise config_lib.ConfigError(f"{workdir} holds a run with another config; "
+                                         "use a new --workdir or the same config to resume")
+        return
+    config_lib.save_json(config, path)
+
+
+def _append(f, record: dict) -> None:
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+
+
+def _progress(step: int, total: int, record: dict) -> None:
+    width = 30
+    filled = int(width * step / total)
+    line = (f"[{'#' * filled}{'.' * (width - filled)}] {step}/{total} loss {record['loss']:.4f} "
+            f"acc {record['accuracy']:.3f} {record['images_per_sec']:.0f} img/s")
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(line, end=end, file=sys.stderr, flush=True)

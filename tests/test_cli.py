@@ -1,0 +1,61 @@
+"""The `lipxai` command end to end on a tiny config, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from _tiny_run import TINY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lipxai(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lipxai", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
+    workdir = tmp_path / "quick"
+    out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
+                 "--config.train.eval_every=30")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl"):
+        assert (workdir / name).exists(), name
+    result = json.loads((workdir / "certify.json").read_text())
+    assert set(result["certified_accuracy"]) == {"0.5", "1.0", "1.58"}
+    assert result["n"] == 10000
+    assert 0 <= result["certified_accuracy"]["1.58"] <= result["certified_accuracy"]["0.5"] <= result["clean_accuracy"]
+    assert 0 < result["lipschitz_lower"] <= result["lipschitz_upper"] <= 1 + 1e-4
+
+    again = lipxai("certify", str(workdir), "--eps", "0.25,2", "--n", "500")
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads((workdir / "certify.json").read_text())
+    assert set(result["certified_accuracy"]) == {"0.25", "2.0"} and result["n"] == 500
+    assert "certified accuracy @ L2 eps=2.0" in again.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.optim.lrr=1"],
+     "unknown config key optim.lrr"),
+    (["certify", "{tmp}/missing"], "does not exist"),
+    (["certify", "{tmp}"], "not a lipxai run directory"),
+    (["certify", "{tmp}", "--eps", "a,b"], "--eps must be comma-separated numbers"),
+    (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.data.data_dir={tmp}"],
+     "lipxai prepare-data mnist"),
+])
+def test_errors_are_one_clear_line(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = lipxai(*args, env_extra={"TFDS_DATA_DIR": str(tmp_path)} if "data_dir" in " ".join(args) else None)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert errors and message in errors[-1], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "certify", "quickstart", "prepare-data"])
+def test_help_everywhere(command):
+    out = lipxai(command, "--help")
+    assert out.returncode == 0 and "usage: lipxai" in out.stdout

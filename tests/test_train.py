@@ -1,0 +1,101 @@
+"""Training: loss decreases, 1 vs 8 devices agree, a killed run resumes to the same parameters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from _tiny_run import TINY
+
+import lipxai as lx
+from lipxai import config as config_lib
+from lipxai.train import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs", "mnist_lip.py")
+
+
+def tiny_config(*extra):
+    return config_lib.apply_overrides(config_lib.load_config(CONFIG), [*TINY, *extra])
+
+
+def train_cli(workdir, *extra, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    cmd = [sys.executable, "-m", "lipxai", "train", "--config", CONFIG, "--workdir", str(workdir), *TINY, *extra]
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def records(workdir, split):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def params_of(workdir):
+    return jax.tree_util.tree_leaves(lx.load_run(str(workdir)).variables)
+
+
+def test_training_learns_and_writes_the_run_directory(tmp_path):
+    train(tiny_config("--config.train.num_steps=60", "--config.train.eval_every=60"), str(tmp_path), verbose=False)
+    assert {"config.json", "checkpoints", "metrics.jsonl"} <= set(os.listdir(tmp_path))
+    losses = [r["loss"] for r in records(tmp_path, "train")]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    test = records(tmp_path, "test")[-1]
+    assert test["clean_accuracy"] > 0.5 and test["n"] == 256
+    run = lx.load_run(str(tmp_path))
+    assert run.step == 60
+    x = lx.data.preprocess(lx.data.load_split("mnist", "test")[0][:4])
+    assert jax.jit(run.apply)(x).shape == (4, 10)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    train(tiny_config("--config.train.num_steps=2"), str(tmp_path), verbose=False)
+    with pytest.raises(config_lib.ConfigError, match="another config"):
+        train(tiny_config("--config.train.num_steps=3", "--config.optim.lr=0.1"), str(tmp_path), verbose=False)
+
+
+def test_one_and_eight_devices_give_the_same_training(tmp_path):
+    steps = ["--config.train.num_steps=4", "--config.train.checkpoint_every=4", "--config.train.eval_every=4"]
+    runs = {}
+    for devices in (1, 8):
+        workdir = tmp_path / f"dev{devices}"
+        flags = f"--xla_force_host_platform_device_count={devices}"
+        proc = train_cli(workdir, *steps, env_extra={"XLA_FLAGS": flags})
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        runs[devices] = workdir
+    assert {r["devices"] for r in records(runs[8], "train")} == {8}
+    loss1 = [r["loss"] for r in records(runs[1], "train")]
+    loss8 = [r["loss"] for r in records(runs[8], "train")]
+    np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+    for a, b in zip(params_of(runs[1]), params_of(runs[8]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    steps = ["--config.train.num_steps=30", "--config.train.checkpoint_every=5",
+             "--config.train.eval_every=5", "--config.train.eval_examples=3000"]
+    reference = train_cli(tmp_path / "reference", *steps)
+    assert reference.wait(timeout=300) == 0
+
+    workdir = tmp_path / "killed"
+    proc = train_cli(workdir, *steps)
+    first_checkpoint = workdir / "checkpoints" / "5"
+    deadline = time.time() + 300
+    while not first_checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert saved and saved[-1] < 30, f"the run was not killed mid-training (checkpoints {saved})"
+
+    resumed = train_cli(workdir, *steps)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()[-2000:]
+    assert f"resuming from step {saved[-1]}" in err.decode()
+    for a, b in zip(params_of(tmp_path / "reference"), params_of(workdir), strict=True):
+        np.testing.assert_array_equal(a, b)
