@@ -163,7 +163,7 @@ def conv_operator_norm(kernel, input_hw, *, strides=(1, 1), padding="SAME"):
         pads = [_int_pair("padding", p) for p in padding]
         if min(min(p) for p in pads) < 0:
             raise ValueError(f"padding must be non-negative, got {padding!r}")
-    grids = [{ni + lo + hi, ni + k - 1} for ni, k, (lo, hi) in zip(n, window, pads)]
+    grids = [{ni + lo + hi, ni + k - 1} for ni, k, (lo, hi) in zip(n, window, pads, strict=False)]
     return jnp.min(jnp.stack([_circular_norm(kernel, m) for m in itertools.product(*grids)]))
 
 

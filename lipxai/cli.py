@@ -123,6 +123,7 @@ def _quickstart(args, overrides) -> int:
     from lipxai.train import train
 
     config = _load_config(args.config or _default_quickstart_config(), overrides)
+    _prepare_if_missing(config.data.name, config.data.data_dir or None)
     start = time.perf_counter()
     train(config, args.workdir)
     seconds = time.perf_counter() - start
@@ -132,6 +133,18 @@ def _quickstart(args, overrides) -> int:
     report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds)
     print(f"report written to {report}")
     return 0
+
+
+def _prepare_if_missing(name: str, data_dir) -> None:
+    """First run on a new machine: download and prepare the dataset with tensorflow-datasets."""
+    from lipxai import data
+
+    try:
+        data.load_split(name, "test", data_dir=data_dir)
+    except data.DatasetNotFoundError:
+        print(f"{name} is not prepared yet: downloading and preparing it with tensorflow-datasets",
+              file=sys.stderr)
+        data.prepare(name, data_dir=data_dir)
 
 
 def _prepare(args, overrides) -> int:

@@ -570,7 +570,7 @@ def _normalization(normalize, channels: int) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
         raise ValueError(f"normalize must be None or a pair (mean, std), got {normalize!r}")
     out = []
-    for label, value in zip(("mean", "std"), normalize):
+    for label, value in zip(("mean", "std"), normalize, strict=False):
         arr = np.asarray(value, np.float32)
         if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] not in (1, channels)):
             raise ValueError(

@@ -133,8 +133,8 @@ def test_tau_cross_entropy_by_hand():
 
 
 def ref_kr(f, y):
-    ones = [v for v, lab in zip(f, y) if lab == 1]
-    zeros = [v for v, lab in zip(f, y) if lab == 0]
+    ones = [v for v, lab in zip(f, y, strict=False) if lab == 1]
+    zeros = [v for v, lab in zip(f, y, strict=False) if lab == 0]
     mean_one = sum(ones) / len(ones) if ones else 0.0
     mean_zero = sum(zeros) / len(zeros) if zeros else 0.0
     return mean_zero - mean_one
@@ -142,7 +142,7 @@ def ref_kr(f, y):
 
 def ref_hinge_margin(f, y, min_margin=1.0):
     total = 0.0
-    for v, lab in zip(f, y):
+    for v, lab in zip(f, y, strict=False):
         margin = v if lab == 1 else -v
         total += max(0.0, min_margin / 2 - margin)
     return total / len(f)
@@ -189,7 +189,7 @@ def ref_soft_hkr(f, y, alpha=0.9, min_margin=1.0, temperature=1.0):
         others = [f[i, c] for c in range(num_classes) if c != y[i]]
         top = max(others)
         exps = [math.exp(t * (v - top)) for v in others]
-        for v, e in zip(others, exps):
+        for v, e in zip(others, exps, strict=False):
             total += e / sum(exps) * ((1 - alpha) * v + alpha * max(0.0, min_margin / 2 + v))
     return total / batch
 
