@@ -110,7 +110,7 @@ def import_torchlip():
 class TorchlipBench:
     """The same CNN in deel-torchlip (its layer defaults), trained with torch.optim.Adam."""
 
-    def __init__(self, torch, torchlip, x, y):
+    def __init__(self, torch, torchlip, x, y, hidden=128):
         torch.set_num_threads(THREADS)
         torch.manual_seed(SEED)
         self.torch = torch
@@ -124,9 +124,9 @@ class TorchlipBench:
             torchlip.GroupSort2(),
             torchlip.ScaledL2NormPool2d(kernel_size=2),
             torch.nn.Flatten(),
-            torchlip.SpectralLinear(64 * 7 * 7, 128),
+            torchlip.SpectralLinear(64 * 7 * 7, hidden),
             torchlip.GroupSort2(),
-            torchlip.FrobeniusLinear(128, CLASSES, disjoint_neurons=True),
+            torchlip.FrobeniusLinear(hidden, CLASSES, disjoint_neurons=True),
         )
         self.loss_fn = torchlip.HKRMulticlassLoss(alpha=ALPHA, min_margin=MIN_MARGIN)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)

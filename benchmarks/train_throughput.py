@@ -83,10 +83,13 @@ class LipxaiTrainer:
 
 
 class TorchlipTrainer(TorchlipBench):
-    """lipschitz_layers' torchlip CNN with the config's loss and Adam lr, on ``device``."""
+    """lipschitz_layers' torchlip CNN with the config's dense width, loss and Adam lr, on ``device``."""
 
     def __init__(self, torch, torchlip, cfg, host_batch, device):
-        super().__init__(torch, torchlip, *host_batch)
+        if tuple(cfg.model.channels) != (32, 64) or len(cfg.model.dense) != 1:
+            raise ValueError("the torchlip twin is conv32-conv64-dense(h): got channels "
+                             f"{cfg.model.channels}, dense {cfg.model.dense}")
+        super().__init__(torch, torchlip, *host_batch, hidden=cfg.model.dense[0])
         self.device, self.classes = device, cfg.model.num_classes
         self.model.to(device)
         self.loss_fn = torchlip.HKRMulticlassLoss(alpha=cfg.loss.alpha, min_margin=cfg.loss.min_margin)

@@ -32,11 +32,16 @@ class Run:
 
     def apply(self, x: jax.Array) -> jax.Array:
         """Batched logits; a pure function of ``x`` (jit it, differentiate it, vmap it)."""
+        return self.apply_variables(self.variables, x)
+
+    def apply_variables(self, variables, x: jax.Array) -> jax.Array:
+        """``apply`` with explicit variables: jit this one to keep the weights as arguments
+        (a jitted closure over them makes XLA constant-fold the reparametrisations)."""
         normalize = self.config.data.normalize
         if normalize:
             mean, std = (jnp.asarray(v, x.dtype) for v in normalize)
             x = (x - mean) / std
-        return self.model.apply(self.variables, x)
+        return self.model.apply(variables, x)
 
     @property
     def input_lipschitz_factor(self) -> float:

@@ -25,7 +25,7 @@ def certify_run(run, *, eps=(0.5, 1.0, 1.58), split: str = "test", n: int | None
     images, labels = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
     if n is not None:
         images, labels = images[:n], labels[:n]
-    logits = predict_logits(jax.jit(lambda v, x: run.apply(x)), None, images)
+    logits = predict_logits(jax.jit(run.apply_variables), run.variables, images)
     upper = float(certify.lipschitz_upper_bound(run.model, run.variables, (1, *images.shape[1:])))
     upper *= run.input_lipschitz_factor
     x = data.preprocess(images[:lower_bound_examples])

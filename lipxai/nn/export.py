@@ -34,7 +34,8 @@ def export(module, variables, *, input_shape=None):
     if isinstance(module, nn.Sequential):
         return _export_sequential(module, variables, input_shape)
     if isinstance(module, PLAIN_MODULES):
-        return module, {"params": variables.get("params", {})} if variables.get("params") else {}
+        params = variables.get("params")
+        return module, ({"params": params} if params else {})
     raise TypeError(
         f"export does not know how to freeze {type(module).__name__}: build the model from "
         "lipxai.nn layers in flax.linen.Sequential, or give the module an "

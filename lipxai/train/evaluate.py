@@ -29,4 +29,6 @@ def accuracy_report(logits, labels, eps, *, lipschitz: float = 1.0) -> dict:
 
 
 def _eps_key(e: float) -> str:
-    return f"{e:g}" if "." in f"{e:g}" or "e" in f"{e:g}" else f"{e:.1f}"
+    """The certify.json key of a radius: ``1.0 -> "1.0"``, ``0.5 -> "0.5"``, ``1.58 -> "1.58"``."""
+    text = f"{e:g}"
+    return text if any(c in text for c in ".e") else f"{e:.1f}"

@@ -1,0 +1,320 @@
+"""Plain gradient attributions: saliency, gradient x input and the SmoothGrad family.
+
+Every method is a pure function of ``(fn, x, target)`` where ``fn`` is a *batched* model
+function ``x[B, ...] -> logits[B, C]`` and ``target`` is ``int[B]``; attributions have the
+shape of ``x``.
+
+Per-example gradients
+---------------------
+The gradient of ``logits[b, target[b]]`` with respect to ``x[b]`` is computed, for the
+whole batch at once, as the gradient of ``sum_b fn(x)[b, target[b]]`` with respect to ``x``.
+This is exact only if examples do not interact through ``fn`` (no batch norm in training
+mode, no attention across the batch, ...).  For functions where they may, pass
+``per_example=True``: ``fn`` is then applied to one example at a time (``fn(x[b][None])``)
+under ``jax.vmap``, which is exact for any ``fn`` (and usually a bit slower).
+
+Chunking
+--------
+SmoothGrad-like methods evaluate gradients at ``samples`` noisy copies of the batch.  They
+never materialise ``samples x B`` inputs at once: the samples are processed by a
+``lax.scan`` over chunks of ``batch_size`` samples, each chunk evaluated as one batch of
+``batch_size * B`` examples.  ``batch_size=None`` uses a default (see
+:data:`DEFAULT_CHUNK`).
+
+All functions are jit-compatible (wrap them in ``jax.jit`` with ``fn`` closed over); input
+validation happens before tracing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lipxai._checks import _is_tracer, floating_array, labels_for, non_negative, positive_int
+
+__all__ = ["saliency", "gradient_x_input", "smoothgrad", "vargrad", "squaregrad"]
+
+#: Default number of path steps / noise samples evaluated together in one chunk when
+#: ``batch_size=None`` (on CPU the chunk size hardly changes the speed; see the timings in
+#: the module docstring of :mod:`lipxai.explain.integrated`).
+DEFAULT_CHUNK = 16
+
+
+# ---------------------------------------------------------------------------------------
+# shared helpers (also used by lipxai.explain.integrated)
+# ---------------------------------------------------------------------------------------
+
+
+def _check_inputs(fn, x, target):
+    """Validate ``x`` (floating, batched) and ``target`` (int[B] in [0, C)); return arrays."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    x = floating_array("x", x, min_rank=2)
+    out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    out_shape = tuple(getattr(out, "shape", ()))
+    if len(out_shape) != 2 or out_shape[0] != x.shape[0]:
+        raise ValueError(
+            f"fn must map x of shape {tuple(x.shape)} to logits of shape ({x.shape[0]}, C), "
+            f"got output shape {out_shape}"
+        )
+    target = labels_for("target", target, out_shape[1], x.shape[0])
+    return x, target
+
+
+def _check_batch_size(batch_size):
+    if batch_size is None:
+        return None
+    return positive_int("batch_size", batch_size)
+
+
+def _target_grad(fn, per_example: bool = False):
+    """Return ``g(z, t) -> (logits[b, t[b]] : [N], d logit / d z : z.shape)``."""
+
+    def batched(z, t):
+        def total(z):
+            logits = fn(z)
+            picked = jnp.take_along_axis(logits, t[:, None].astype(jnp.int32), axis=1)[:, 0]
+            return picked.sum(), picked
+
+        (_, values), grads = jax.value_and_grad(total, has_aux=True)(z)
+        return values, grads
+
+    if not per_example:
+        return batched
+
+    def single(zi, ti):
+        values, grads = batched(zi[None], ti[None])
+        return values[0], grads[0]
+
+    return jax.vmap(single)
+
+
+def _target_logit(fn, per_example: bool = False):
+    """Return ``f(z, t) -> logits[b, t[b]]`` (forward only)."""
+
+    def batched(z, t):
+        logits = fn(z)
+        return jnp.take_along_axis(logits, t[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+    if not per_example:
+        return batched
+    return jax.vmap(lambda zi, ti: batched(zi[None], ti[None])[0])
+
+
+def _chunked_sum(chunk_fn, n: int, chunk: int | None):
+    """``sum_k chunk_fn(idx_k)`` over consecutive index chunks covering ``range(n)``.
+
+    ``chunk_fn(idx: int32[c])`` returns a pytree of arrays already reduced over its ``c``
+    indices.  Full chunks of size ``chunk`` run in a ``lax.scan``; a shorter remainder chunk
+    (when ``chunk`` does not divide ``n``) is evaluated once after it, so no work is wasted.
+    """
+    c = n if chunk is None else min(chunk, n)
+    n_full, rem = divmod(n, c)
+    idx = jnp.arange(n_full * c, dtype=jnp.int32).reshape(n_full, c)
+    if n_full == 1:
+        total = chunk_fn(idx[0])
+    else:
+        init = jax.tree_util.tree_map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(chunk_fn, idx[0])
+        )
+
+        def body(acc, i):
+            return jax.tree_util.tree_map(jnp.add, acc, chunk_fn(i)), None
+
+        total, _ = lax.scan(body, init, idx)
+    if rem:
+        tail = chunk_fn(jnp.arange(n_full * c, n, dtype=jnp.int32))
+        total = jax.tree_util.tree_map(jnp.add, total, tail)
+    return total
+
+
+def _flat(z):
+    """[c, B, ...] -> [c * B, ...]."""
+    return z.reshape((z.shape[0] * z.shape[1],) + z.shape[2:])
+
+
+# ---------------------------------------------------------------------------------------
+# saliency, gradient x input
+# ---------------------------------------------------------------------------------------
+
+
+def saliency(fn, x, target, *, absolute: bool = False, per_example: bool = False):
+    r"""Saliency map: the gradient :math:`\partial f_{t}(x) / \partial x`.
+
+    Simonyan, Vedaldi & Zisserman 2014, "Deep inside convolutional networks".
+
+    Args:
+      fn: batched model function ``x[B, ...] -> logits[B, C]``.
+      x: floating inputs ``[B, ...]``.
+      target: ``int[B]``, the class whose logit is explained for each example.
+      absolute: return ``|gradient|`` (Captum's ``Saliency(abs=True)``) instead of the
+        signed gradient.
+      per_example: compute each example's gradient with ``fn`` applied to that example
+        alone (exact even when examples interact through ``fn``; see module docstring).
+
+    Returns:
+      the attribution, shaped like ``x``.
+    """
+    x, target = _check_inputs(fn, x, target)
+    _, grads = _target_grad(fn, per_example)(x, target)
+    return jnp.abs(grads) if absolute else grads
+
+
+def gradient_x_input(fn, x, target, *, per_example: bool = False):
+    r"""Gradient times input: :math:`x \odot \partial f_t(x) / \partial x`.
+
+    Shrikumar et al. 2016, "Not just a black box"; Captum's ``InputXGradient``.
+    Arguments as in :func:`saliency`.
+    """
+    x, target = _check_inputs(fn, x, target)
+    _, grads = _target_grad(fn, per_example)(x, target)
+    return x * grads
+
+
+# ---------------------------------------------------------------------------------------
+# SmoothGrad family
+# ---------------------------------------------------------------------------------------
+
+
+def _noisy_moments(fn, x, target, key, samples, noise, batch_size, noise_samples, per_example):
+    """Validate, then return ``(mean_s g_s, mean_s g_s**2)`` over noisy gradients."""
+    x, target = _check_inputs(fn, x, target)
+    batch_size = _check_batch_size(batch_size)
+    noise = non_negative("noise", noise)
+    if noise_samples is not None:
+        noise_samples = floating_array("noise_samples", noise_samples)
+        if noise_samples.ndim != x.ndim + 1 or tuple(noise_samples.shape[1:]) != tuple(x.shape):
+            raise ValueError(
+                f"noise_samples must have shape (samples,) + {tuple(x.shape)}, "
+                f"got {tuple(noise_samples.shape)}"
+            )
+        samples = positive_int("samples (the length of noise_samples)", noise_samples.shape[0])
+        noise_samples = noise_samples.astype(x.dtype)
+    else:
+        samples = positive_int("samples", samples)
+        if key is None:
+            raise ValueError(
+                "key must be a jax.random key when noise_samples is not given, got None"
+            )
+        if not _is_tracer(key) and not hasattr(key, "shape"):
+            raise TypeError(f"key must be a jax.random key, got {type(key).__name__}")
+        keys = jax.random.split(key, samples)
+
+    grad = _target_grad(fn, per_example)
+    scale = jnp.asarray(noise, x.dtype)
+
+    def chunk_fn(idx):
+        c = idx.shape[0]
+        if noise_samples is not None:
+            eps = noise_samples[idx]
+        else:
+            eps = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys[idx])
+        z = x[None] + scale * eps
+        _, g = grad(_flat(z), jnp.tile(target, c))
+        g = g.reshape(z.shape)
+        return g.sum(0), (g * g).sum(0)
+
+    chunk = DEFAULT_CHUNK if batch_size is None else batch_size
+    s1, s2 = _chunked_sum(chunk_fn, samples, chunk)
+    return s1 / samples, s2 / samples
+
+
+_NOISE_DOC = """
+    Args:
+      fn: batched model function ``x[B, ...] -> logits[B, C]``.
+      x: floating inputs ``[B, ...]``.
+      target: ``int[B]``.
+      key: ``jax.random`` key drawing the noise (sample ``s`` uses ``split(key, samples)[s]``,
+        so the result does not depend on ``batch_size``).  Not used when ``noise_samples``
+        is given.
+      samples: number of noisy copies ``S >= 1``.
+      noise: standard deviation of the Gaussian noise added to ``x`` (in input units, as
+        Captum's ``NoiseTunnel(stdevs=noise)``).
+      batch_size: number of noisy copies evaluated together (each chunk is one call of
+        ``fn`` on ``batch_size * B`` examples); ``None`` uses ``DEFAULT_CHUNK``.
+      noise_samples: optional explicit standard-normal draws ``eps`` of shape
+        ``(S,) + x.shape``; the noisy inputs are then ``x + noise * eps[s]`` and ``samples``
+        is ``S``.  Lets results be compared with other libraries on the same noise.
+      per_example: see :func:`saliency`.
+
+    Returns:
+      the attribution, shaped like ``x``.
+"""
+
+
+def smoothgrad(
+    fn,
+    x,
+    target,
+    *,
+    key=None,
+    samples: int = 50,
+    noise: float = 0.2,
+    batch_size: int | None = None,
+    noise_samples=None,
+    per_example: bool = False,
+):
+    r"""SmoothGrad: the mean gradient over Gaussian-noised inputs,
+    :math:`\frac1S \sum_s \nabla f_t(x + \sigma\epsilon_s)`.
+
+    Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise"; identical to Captum's
+    ``NoiseTunnel(Saliency).attribute(nt_type="smoothgrad", abs=False)``.
+    """
+    mean, _ = _noisy_moments(
+        fn, x, target, key, samples, noise, batch_size, noise_samples, per_example
+    )
+    return mean
+
+
+def squaregrad(
+    fn,
+    x,
+    target,
+    *,
+    key=None,
+    samples: int = 50,
+    noise: float = 0.2,
+    batch_size: int | None = None,
+    noise_samples=None,
+    per_example: bool = False,
+):
+    r"""SmoothGrad-squared: the mean *squared* gradient over noisy inputs,
+    :math:`\frac1S \sum_s (\nabla f_t(x + \sigma\epsilon_s))^2`.
+
+    Hooker et al. 2019, "A benchmark for interpretability methods in deep neural networks";
+    Captum's ``nt_type="smoothgrad_sq"``.
+    """
+    _, mean_sq = _noisy_moments(
+        fn, x, target, key, samples, noise, batch_size, noise_samples, per_example
+    )
+    return mean_sq
+
+
+def vargrad(
+    fn,
+    x,
+    target,
+    *,
+    key=None,
+    samples: int = 50,
+    noise: float = 0.2,
+    batch_size: int | None = None,
+    noise_samples=None,
+    per_example: bool = False,
+):
+    r"""VarGrad: the (biased, 1/S) variance of the gradient over noisy inputs,
+    :math:`\frac1S\sum_s g_s^2 - (\frac1S\sum_s g_s)^2`, clipped at 0 against rounding.
+
+    Adebayo et al. 2018, "Local explanation methods for deep neural networks lack
+    sensitivity to parameter values"; Captum's ``nt_type="vargrad"`` (same formula).
+    """
+    mean, mean_sq = _noisy_moments(
+        fn, x, target, key, samples, noise, batch_size, noise_samples, per_example
+    )
+    return jnp.maximum(mean_sq - mean * mean, 0)
+
+
+for _f in (smoothgrad, squaregrad, vargrad):
+    _f.__doc__ += _NOISE_DOC
+del _f
