@@ -341,19 +341,14 @@ def lipschitz_upper_bound(module, variables, input_shape):
     """
     import flax.linen as nn
 
+    from lipxai.nn.export import sequential_layers
+
     if not isinstance(module, nn.Sequential):
         shape = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
         return jnp.asarray(_layer_bound(module, variables, shape), jnp.float32)
-    shape = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     bound = jnp.asarray(1.0, jnp.float32)
-    for i, layer in enumerate(module.layers):
-        name = f"layers_{i}"
-        sub = {col: tree[name] for col, tree in variables.items() if name in tree}
+    for _, layer, sub, shape in sequential_layers(module, variables, input_shape):
         bound = bound * _layer_bound(layer, sub, shape)
-        if isinstance(layer, nn.Module):
-            shape = jax.eval_shape(lambda v, x, layer=layer: layer.apply(v, x), sub, shape)
-        else:
-            shape = jax.eval_shape(layer, shape)
     return bound
 
 

@@ -42,21 +42,32 @@ def export(module, variables, *, input_shape=None):
         "export_plain(variables, input_shape) method")
 
 
-def _export_sequential(module: nn.Sequential, variables, input_shape):
-    layers, params = [], {}
+def sequential_layers(module: nn.Sequential, variables, input_shape=None):
+    """Yield ``(name, layer, layer_variables, input_shape_struct)`` for each layer of a Sequential.
+
+    ``layer_variables`` holds the layer's slice of every collection (``layers_<i>``);
+    the input shape is propagated with ``jax.eval_shape`` (``None`` throughout when
+    ``input_shape`` is ``None``). Shared by :func:`export` and the Lipschitz bounds.
+    """
     shape = None if input_shape is None else jax.ShapeDtypeStruct(tuple(input_shape), "float32")
     for i, layer in enumerate(module.layers):
         name = f"layers_{i}"
         sub = {col: tree[name] for col, tree in variables.items() if name in tree}
+        yield name, layer, sub, shape
+        if shape is not None:
+            if isinstance(layer, nn.Module):
+                shape = jax.eval_shape(lambda v, x, layer=layer: layer.apply(v, x), sub, shape)
+            else:
+                shape = jax.eval_shape(layer, shape)
+
+
+def _export_sequential(module: nn.Sequential, variables, input_shape):
+    layers, params = [], {}
+    for name, layer, sub, shape in sequential_layers(module, variables, input_shape):
+        plain = layer
         if isinstance(layer, nn.Module):
             plain, plain_vars = export(layer, sub, input_shape=None if shape is None else shape.shape)
             if plain_vars.get("params"):
                 params[name] = plain_vars["params"]
-            if shape is not None:
-                shape = jax.eval_shape(lambda v, x, layer=layer: layer.apply(v, x), sub, shape)
-        else:
-            plain = layer
-            if shape is not None:
-                shape = jax.eval_shape(layer, shape)
         layers.append(plain)
     return nn.Sequential(layers), ({"params": params} if params else {})
