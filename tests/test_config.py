@@ -1,6 +1,11 @@
+import glob
+
+import jax
+import jax.numpy as jnp
 import pytest
 
 from lipxai import config as config_lib
+from lipxai.train import build
 
 CONFIG = "configs/mnist_lip.py"
 
@@ -43,3 +48,15 @@ def test_json_round_trip_keeps_tuples(tmp_path):
 def test_missing_config_file_is_reported():
     with pytest.raises(config_lib.ConfigError, match="not found"):
         config_lib.load_config("configs/does_not_exist.py")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.py")))
+def test_every_config_builds_and_runs_a_loss(path):
+    cfg = config_lib.load_config(path)
+    model = build.build_model(cfg.model)
+    loss = build.build_loss(cfg.loss)
+    build.build_optimizer(cfg.optim, cfg.train.num_steps)
+    x = jnp.zeros((2, 28, 28, 1))
+    logits = model.apply(model.init(jax.random.PRNGKey(0), x), x)
+    assert logits.shape == (2, cfg.model.num_classes)
+    assert jnp.isfinite(loss(logits, jnp.array([0, 1])))
