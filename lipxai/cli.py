@@ -1,4 +1,4 @@
-"""The ``lipxai`` command: train, certify, quickstart, prepare-data."""
+"""The ``lipxai`` command: train, certify, explain, quickstart, prepare-data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import sys
 import time
 
 QUICKSTART_CONFIG = "mnist_lip.py"
+#: ``lipxai explain --method`` choices (kept here so ``--help`` does not import JAX).
+EXPLAIN_METHODS = ("saliency", "gradient_x_input", "ig", "idgi", "smoothgrad", "vargrad", "gradcam",
+                   "gradcam++", "bsm", "big", "counterfactual")
+DEFAULT_EXPLAIN = ("saliency", "ig", "smoothgrad", "big", "counterfactual")
+
+
+class UsageError(ValueError):
+    """A bad command-line value (reported in one line)."""
 
 
 def main(argv=None) -> int:
@@ -28,7 +36,8 @@ def main(argv=None) -> int:
 
     try:
         return args.handler(args, overrides)
-    except (config_lib.ConfigError, data.DatasetNotFoundError, RunNotFoundError, ImportError) as err:
+    except (config_lib.ConfigError, data.DatasetNotFoundError, RunNotFoundError, ImportError,
+            UsageError) as err:
         print(f"lipxai {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -49,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--split", default="test")
     cert.add_argument("--n", type=int, default=None, help="certify only the first N examples")
     cert.set_defaults(handler=_certify)
+
+    expl = sub.add_parser("explain", help="attribution maps and counterfactuals of a run -> a PNG grid",
+                          description="Explain the first N images of a split: one row per method.")
+    expl.add_argument("workdir")
+    expl.add_argument("--method", default=",".join(DEFAULT_EXPLAIN),
+                      help="comma-separated, from: " + ", ".join(EXPLAIN_METHODS)
+                      + f" (default {','.join(DEFAULT_EXPLAIN)})")
+    expl.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    expl.add_argument("--out", default=None, help="PNG path (default WORKDIR/explanations.png)")
+    expl.add_argument("--split", default="test")
+    expl.add_argument("--search", default="pgd", choices=("pgd", "deepfool", "cw", "transport", "all"),
+                      help="boundary search used by bsm and big (default pgd)")
+    expl.add_argument("--seed", type=int, default=0, help="seed of the SmoothGrad noise")
+    expl.set_defaults(handler=_explain)
 
     quick = sub.add_parser("quickstart", help="train, certify and report a 1-Lipschitz CNN on MNIST",
                            epilog="Any key of configs/mnist_lip.py can be overridden: --config.train.num_steps=500")
@@ -105,6 +128,27 @@ def _certify(args, overrides) -> int:
     return 0
 
 
+def _explain(args, overrides) -> int:
+    from lipxai.run import RunNotFoundError, load_run
+    from lipxai.run_explain import explain_run, parse_methods, plot_explanations
+
+    try:
+        methods = parse_methods(args.method)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not os.path.isdir(args.workdir):
+        raise RunNotFoundError(f"workdir {args.workdir} does not exist")
+    run = load_run(args.workdir)
+    try:
+        result = explain_run(run, methods, n=args.n, split=args.split, seed=args.seed, search=args.search)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    out = args.out or os.path.join(args.workdir, "explanations.png")
+    plot_explanations(out, result)
+    print(f"written {out}")
+    return 0
+
+
 def _default_quickstart_config() -> str:
     from lipxai.config import ConfigError
 
@@ -120,6 +164,7 @@ def _quickstart(args, overrides) -> int:
     from lipxai.report import write_quickstart_report
     from lipxai.run import load_run
     from lipxai.run_certify import certify_run, format_table, write_certify_json
+    from lipxai.run_explain import explain_run, plot_explanations
     from lipxai.train import train
 
     config = _load_config(args.config or _default_quickstart_config(), overrides)
@@ -127,9 +172,11 @@ def _quickstart(args, overrides) -> int:
     start = time.perf_counter()
     train(config, args.workdir)
     seconds = time.perf_counter() - start
-    result, images, labels, logits = certify_run(load_run(args.workdir), eps=tuple(config.certify.eps))
+    run = load_run(args.workdir)
+    result, images, labels, logits = certify_run(run, eps=tuple(config.certify.eps))
     print(format_table(result))
     write_certify_json(result, args.workdir)
+    plot_explanations(os.path.join(args.workdir, "explanations.png"), explain_run(run, n=8))
     report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds)
     print(f"report written to {report}")
     return 0

@@ -51,7 +51,8 @@ def plot_examples(path: str, images, labels, logits, lipschitz: float, count: in
 
 
 def write_quickstart_report(workdir: str, result: dict, images, labels, logits, *, train_seconds: float) -> str:
-    """Write ``report.md``, ``certified_accuracy.png`` and ``examples.png`` into ``workdir``."""
+    """Write ``report.md``, ``certified_accuracy.png`` and ``examples.png`` into ``workdir``
+    (the report also shows ``explanations.png`` when it is there)."""
     plot_curve(os.path.join(workdir, "certified_accuracy.png"), logits, labels, result)
     plot_examples(os.path.join(workdir, "examples.png"), images, labels, logits, result["lipschitz_upper"])
     last_train = _last_record(os.path.join(workdir, "metrics.jsonl"), "train")
@@ -74,6 +75,18 @@ def write_quickstart_report(workdir: str, result: dict, images, labels, logits, 
         "![examples](examples.png)",
         "",
     ]
+    if os.path.exists(os.path.join(workdir, "explanations.png")):
+        lines += [
+            "## Explanations",
+            "",
+            "Per test image (columns): the input with its prediction and margin m, then the",
+            "saliency map, integrated gradients, SmoothGrad, boundary-based integrated gradients",
+            "(BIG, from the closest boundary point) and the optimal-transport counterfactual",
+            "x - 1.1 m grad m / |grad m|^2 with the class it moves to (`lipxai explain --help`).",
+            "",
+            "![explanations](explanations.png)",
+            "",
+        ]
     path = os.path.join(workdir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

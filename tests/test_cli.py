@@ -22,8 +22,10 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
                  "--config.train.eval_every=30")
     assert out.returncode == 0, out.stderr[-2000:]
-    for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl"):
+    for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl",
+                 "explanations.png"):
         assert (workdir / name).exists(), name
+    assert "explanations.png" in (workdir / "report.md").read_text()
     result = json.loads((workdir / "certify.json").read_text())
     assert set(result["certified_accuracy"]) == {"0.5", "1.0", "1.58"}
     assert result["n"] == 10000
@@ -36,6 +38,12 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     assert set(result["certified_accuracy"]) == {"0.25", "2.0"} and result["n"] == 500
     assert "certified accuracy @ L2 eps=2.0" in again.stdout
 
+    png = tmp_path / "grid.png"
+    expl = lipxai("explain", str(workdir), "--method", "saliency,gradcam,counterfactual", "--n", "3",
+                  "--out", str(png))
+    assert expl.returncode == 0, expl.stderr[-2000:]
+    assert png.stat().st_size > 1000 and f"written {png}" in expl.stdout
+
 
 @pytest.mark.parametrize("args,message", [
     (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.optim.lrr=1"],
@@ -43,6 +51,8 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     (["certify", "{tmp}/missing"], "does not exist"),
     (["certify", "{tmp}"], "not a lipxai run directory"),
     (["certify", "{tmp}", "--eps", "a,b"], "--eps must be comma-separated numbers"),
+    (["explain", "{tmp}", "--method", "ig,shap"], "--method takes a comma-separated list of"),
+    (["explain", "{tmp}/missing"], "does not exist"),
     (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.data.data_dir={tmp}"],
      "lipxai prepare-data mnist"),
 ])
@@ -55,7 +65,7 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "certify", "quickstart", "prepare-data"])
+@pytest.mark.parametrize("command", ["train", "certify", "explain", "quickstart", "prepare-data"])
 def test_help_everywhere(command):
     out = lipxai(command, "--help")
     assert out.returncode == 0 and "usage: lipxai" in out.stdout

@@ -33,23 +33,33 @@ def _torch_model():
     return model.double().eval()
 
 
-def _jax_fn(model):
-    """The same network as a JAX function of NHWC inputs, written with lax.conv directly."""
+def _jax_split(model):
+    """The same network as JAX functions of NHWC inputs, written with lax.conv directly, split
+    after the second ReLU (``model[3]``): ``(features, head)`` for lipxai.explain.grad_cam."""
     conv1, conv2, dense = model[0], model[2], model[5]
     w1, b1 = (jnp.asarray(p.detach().numpy()) for p in (conv1.weight, conv1.bias))
     w2, b2 = (jnp.asarray(p.detach().numpy()) for p in (conv2.weight, conv2.bias))
     wd, bd = (jnp.asarray(p.detach().numpy()) for p in (dense.weight, dense.bias))
     dn = ("NHWC", "OIHW", "NHWC")  # torch kernels are OIHW
 
-    def fn(x):
+    def features(x):
         h = jax.lax.conv_general_dilated(x, w1, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
         h = jax.nn.relu(h + b1)
         h = jax.lax.conv_general_dilated(h, w2, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dn)
-        h = jax.nn.relu(h + b2)
+        return jax.nn.relu(h + b2)
+
+    def head(x, h):
+        del x
         h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)  # torch's flatten order
         return h @ wd.T + bd
 
-    return fn
+    return features, head
+
+
+def _jax_fn(model):
+    """The same network as a JAX function of NHWC inputs."""
+    features, head = _jax_split(model)
+    return lambda x: head(x, features(x))
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +165,28 @@ def test_noise_tunnel_same_noise(setup, monkeypatch, nt_type, ours_fn):
             fn, jnp.asarray(x), t, noise=sigma, noise_samples=jnp.asarray(eps), batch_size=4
         )
     _close(ours, _nhwc(theirs))
+
+
+def test_grad_cam(setup):
+    """Grad-CAM of the second conv block (after its ReLU) = Captum's LayerGradCam with
+    relu_attributions=True, upsampled by LayerAttribution.interpolate(..., "bilinear")
+    (torch's align_corners=False, the half-pixel convention of jax.image.resize)."""
+    model, x, t = setup
+    target = torch.from_numpy(t).long()
+    cam = captum_attr.LayerGradCam(model, model[3])
+    theirs = cam.attribute(_nchw(x), target=target, relu_attributions=True)  # [B, 1, h, w]
+    assert tuple(theirs.shape) == (B, 1, H // 2, W // 2)
+    up = captum_attr.LayerAttribution.interpolate(theirs, (H, W), "bilinear")
+    signed = cam.attribute(_nchw(x), target=target)
+    theirs, up, signed = (a.detach() for a in (theirs, up, signed))
+    with jax.enable_x64(True):
+        split = _jax_split(model)
+        xj = jnp.asarray(x)
+        assert xj.dtype == jnp.float64
+        ours = ex.grad_cam(split, xj, t)
+        small = ex.grad_cam(split, xj, t, upsample=False)
+        ours_signed = ex.grad_cam(split, xj, t, relu=False, upsample=False)
+    assert np.asarray(up).max() > 0 and np.asarray(signed).min() < 0  # the ReLU matters
+    _close(ours, _nhwc(up))
+    _close(small, _nhwc(theirs))
+    _close(ours_signed, _nhwc(signed))

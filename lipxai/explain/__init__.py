@@ -4,6 +4,9 @@
 and every attribution has the shape of ``x``.
 """
 
+from lipxai.explain.boundary_based import big, boundary_point, boundary_saliency, boundary_smoothgrad
+from lipxai.explain.cam import grad_cam, grad_cam_plus_plus, layer_shapes, split_at
+from lipxai.explain.counterfactual import CounterfactualResult, counterfactual
 from lipxai.explain.gradients import (
     DEFAULT_CHUNK,
     gradient_x_input,
@@ -21,15 +24,25 @@ from lipxai.explain.integrated import (
 )
 
 __all__ = [
+    "CounterfactualResult",
     "DEFAULT_CHUNK",
     "METHODS",
+    "big",
+    "boundary_point",
+    "boundary_saliency",
+    "boundary_smoothgrad",
+    "counterfactual",
+    "grad_cam",
+    "grad_cam_plus_plus",
     "gradient_x_input",
     "idgi",
     "integrated_gradients",
+    "layer_shapes",
     "make_baseline",
     "quadrature",
     "saliency",
     "smoothgrad",
+    "split_at",
     "squaregrad",
     "vargrad",
 ]

@@ -51,3 +51,26 @@ def liresnet(num_classes: int = 10, width: int = 64, depth: int = 6, *, head: in
     layers += [L2NormPool(pool), Flatten(), OrthoDense(head), GroupSort(group_size),
                OrthoDense(num_classes)]
     return nn.Sequential(layers)
+
+
+class UnconstrainedCNN(nn.Module):
+    """A standard (not Lipschitz-constrained) CNN, the reference point for comparisons:
+    [Conv3x3(c) -> ReLU -> MaxPool(2)] per c, Flatten, [Dense(h) -> ReLU] per h, Dense."""
+
+    num_classes: int = 10
+    channels: tuple = (32, 64)
+    dense: tuple = (128,)
+
+    @nn.compact
+    def __call__(self, x):
+        for c in self.channels:
+            x = nn.max_pool(nn.relu(nn.Conv(c, (3, 3))(x)), (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        for h in self.dense:
+            x = nn.relu(nn.Dense(h)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+def unconstrained_cnn(num_classes: int = 10, channels=(32, 64), dense=(128,)) -> nn.Module:
+    """The conv32-conv64-dense128 CNN without Lipschitz constraints (:class:`UnconstrainedCNN`)."""
+    return UnconstrainedCNN(num_classes, tuple(channels), tuple(dense))

@@ -1,0 +1,130 @@
+r"""Counterfactuals: the smallest change of ``x`` that changes the decision.
+
+* ``method="transport"`` (1-Lipschitz networks): Serrurier et al. 2023, "On the
+  explainable properties of 1-Lipschitz neural networks: an optimal transport
+  perspective" (NeurIPS), show that for a network trained with the HKR loss the
+  gradient is the direction of the optimal transport plan and
+  :math:`x - f(x)\nabla f(x)` lands on the decision boundary.  With several classes the
+  function is the margin :math:`m(x) = f_t(x) - f_j(x)` against a class ``j`` (given,
+  or the closest in the linearised distance :math:`m_j / \|\nabla m_j\|`), and
+
+  .. math:: x_{cf} = x - \tau\, m(x)\, \nabla m(x) / \|\nabla m(x)\|^2,
+
+  the paper's step when :math:`\|\nabla m\| = 1`; the division keeps the step exact for
+  a margin whose gradient norm is not 1 (e.g. :math:`\sqrt 2` for two orthogonal rows of
+  the last layer).  ``t > 1`` overshoots the boundary so that the class changes.
+* ``method="search"`` (any model): the closest boundary point found by
+  :func:`lipxai.boundary.search` (just across the boundary, within its ``tol``).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from lipxai import boundary as boundary_lib
+from lipxai._checks import labels_for, one_of
+from lipxai.explain.gradients import _check_inputs
+
+__all__ = ["CounterfactualResult", "counterfactual"]
+
+
+@flax.struct.dataclass
+class CounterfactualResult:
+    """Result of :func:`counterfactual` (a pytree).
+
+    Attributes:
+      points: the counterfactual inputs, shaped like ``x``.
+      logits: ``fn(points)``, ``[B, C]``.
+      classes: ``int[B]``, the class moved towards (``to``, the closest class, or for
+        ``method="search"`` the predicted class at the point).
+      distances: ``float[B]``, L2 norm of ``points - x``.
+      flipped: ``bool[B]``, the prediction at ``points`` differs from ``target``.
+    """
+
+    points: jax.Array
+    logits: jax.Array
+    classes: jax.Array
+    distances: jax.Array
+    flipped: jax.Array
+
+
+def _l2(d):
+    return jnp.sqrt(jnp.sum(d * d, axis=tuple(range(1, d.ndim))))
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _transport(fn, x, target, to, t):
+    # rows of the Jacobian: J[c] = d sum_b f_c(x_b) / dx = per-example gradients of f_c
+    logits, vjp = jax.vjp(fn, x)
+    num_classes = logits.shape[1]
+    jac = jax.vmap(lambda e: vjp(jnp.broadcast_to(e, logits.shape))[0])(jnp.eye(num_classes))
+    rows = jnp.arange(x.shape[0])
+    g_t = jac[target, rows]                                        # [B, ...]
+    margins = logits[rows, target][:, None] - logits               # [B, C]: m_j
+    grads = g_t[None] - jac                                        # [C, B, ...]: grad m_j
+    norms = jnp.sqrt(jnp.sum(grads * grads, axis=tuple(range(2, grads.ndim)))).T  # [B, C]
+    if to is None:
+        dist = jnp.where(jnp.arange(num_classes) == target[:, None], jnp.inf,
+                         margins / jnp.maximum(norms, 1e-12))
+        to = jnp.argmin(dist, axis=1)
+    m = margins[rows, to]
+    g = grads[to, rows]
+    n2 = jnp.maximum(norms[rows, to] ** 2, 1e-24)
+    scale = (t * m / n2).reshape((-1,) + (1,) * (x.ndim - 1))
+    return x - scale * g, to
+
+
+def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, to=None,
+                   search=None) -> CounterfactualResult:
+    """Counterfactual inputs for class ``target`` of a batched model (module docstring).
+
+    Args:
+      fn: batched model ``x [B, ...] -> logits [B, C]`` (examples must not interact).
+      x: float inputs ``[B, ...]``.
+      target: ``int[B]``, the class to move away from (usually the prediction).
+      method: ``"transport"`` (one step along the margin gradient, meant for 1-Lipschitz
+        networks; ``C`` backward passes) or ``"search"`` (any model).
+      t: transport step as a multiple of the distance to the linearised boundary;
+        ``t > 1`` crosses it.
+      to: ``int[B]`` class to move towards (transport only); default the closest class.
+      search: a dict of options of :func:`lipxai.boundary.search` (``method="search"``
+        only; default ``{"method": "pgd"}``).
+
+    Returns:
+      :class:`CounterfactualResult`.
+    """
+    one_of("method", method, ("transport", "search"))
+    x, target = _check_inputs(fn, x, target)
+    num_classes = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[1]
+    if num_classes < 2:
+        raise ValueError(f"fn must return at least 2 classes, got {num_classes}")
+    target = target.astype(jnp.int32)
+    if method == "transport":
+        if search is not None:
+            raise ValueError('search= options need method="search"')
+        if not isinstance(t, numbers.Real) or isinstance(t, bool) or not 0 < t < float("inf"):
+            raise ValueError(f"t must be a positive number, got {t!r}")
+        if to is not None:
+            to = labels_for("to", to, num_classes, x.shape[0]).astype(jnp.int32)
+            if bool(jnp.any(to == target)):
+                raise ValueError("to must differ from target for every example")
+        points, classes = _transport(fn, x, target, to, jnp.asarray(t, x.dtype))
+        logits = fn(points)
+    else:
+        if to is not None:
+            raise ValueError('to= is supported by method="transport" only; the search leaves '
+                             "the target's region towards whichever class is closest")
+        if search is not None and not isinstance(search, dict):
+            raise TypeError(f"search must be a dict of lipxai.boundary.search options, got {type(search).__name__}")
+        result = boundary_lib.search(fn, x, target, **{"method": "pgd", **(search or {})})
+        points = result.points
+        logits = fn(points)
+        classes = jnp.argmax(logits, axis=1).astype(jnp.int32)
+    flipped = jnp.argmax(logits, axis=1) != target
+    return CounterfactualResult(points=points, logits=logits, classes=classes,
+                                distances=_l2(points - x), flipped=flipped)
