@@ -8,7 +8,8 @@ last checkpoint, so it can be trained in pieces::
     lipxai train --config configs/mnist_lip_record.py --workdir runs/record
     lipxai certify runs/record
 
-Measured numbers are in the README.
+Measured on real MNIST (test split, 2 CPU cores): clean accuracy 96.52%, certified accuracy
+(guaranteed L = 0.99978) 89.81% / 74.03% / 44.27% at L2 radii 0.5 / 1.0 / 1.58.
 """
 
 import os
