@@ -37,11 +37,15 @@ class Run:
     def apply_variables(self, variables, x: jax.Array) -> jax.Array:
         """``apply`` with explicit variables: jit this one to keep the weights as arguments
         (a jitted closure over them makes XLA constant-fold the reparametrisations)."""
+        return self.model.apply(variables, self.normalize(x))
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """The run's input normalisation ``(x - mean) / std`` (identity without one)."""
         normalize = self.config.data.normalize
-        if normalize:
-            mean, std = (jnp.asarray(v, x.dtype) for v in normalize)
-            x = (x - mean) / std
-        return self.model.apply(variables, x)
+        if not normalize:
+            return x
+        mean, std = (jnp.asarray(v, x.dtype) for v in normalize)
+        return (x - mean) / std
 
     @property
     def input_lipschitz_factor(self) -> float:

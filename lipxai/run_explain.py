@@ -42,13 +42,9 @@ def exported_apply(run):
     function, cheaper to differentiate many times; a hashable ``Partial`` (jit-static)."""
     plain, plain_vars = export(run.model, run.variables,
                                input_shape=(1, *data.DATASETS[run.config.data.name].image_shape))
-    normalize = run.config.data.normalize
 
     def apply(variables, x):
-        if normalize:
-            mean, std = (jnp.asarray(v, x.dtype) for v in normalize)
-            x = (x - mean) / std
-        return plain.apply(variables, x)
+        return plain.apply(variables, run.normalize(x))
 
     return jax.tree_util.Partial(apply, plain_vars)
 
