@@ -8,9 +8,12 @@ The model is the plain (unconstrained) conv32-conv64-dense128 CNN: [conv3x3 (pad
 float32. It is built in torch (default init, seed 0), trained for --train-steps Adam steps on
 MNIST train (default 100; 0: untrained), and its weights are ported to a JAX function (NHWC,
 HWIO kernels, dense rows permuted to torch's NCHW flatten order); the logits of both must agree
-to 1e-4 before anything is timed. Inputs are the first --batch (default 128; --quick: 16) real
-MNIST test images (lipxai.data.load_split + preprocess); the script never uses random data and
-exits 1 without them. Targets are the predicted classes.
+to 1e-4 before anything is timed. The JAX function is written with lipxai.nn.max_pool: the
+same function as flax.linen.max_pool (same output and gradient, which goes to the first maximum
+of each window, as torch's MaxPool2d), differentiated without XLA's select_and_scatter_add,
+which is slow on CPU. Inputs are the first --batch (default 128; --quick: 16) real MNIST test
+images (lipxai.data.load_split + preprocess); the script never uses random data and exits 1
+without them. Targets are the predicted classes.
 
 Each lipxai function is jax.jit-ed with the weights as arguments (a closure over them would let
 XLA constant-fold them), compiled and warmed up before timing, and blocked with
@@ -21,23 +24,29 @@ repeat in turn, so the --repeats (default 5; --quick: 2) interleave; medians are
 seconds per image (call time / images).
   saliency      lipxai.explain.saliency vs captum Saliency(abs=False).
   ig64          integrated_gradients(steps=64, riemann_middle, zero baseline) at chunk sizes
-                8/16/32/64 steps vs captum IntegratedGradients(n_steps=64, riemann_middle) with
-                internal_batch_size = 16 steps x batch (lipxai's default chunk: same memory)
-                and unbounded (Captum's default).
-  ig_gl16       lipxai gausslegendre with 16 steps (a quarter of the gradients), timed in the
-                ig64 group, vs Captum riemann_middle-64; with the completeness error
+                8/16/32/64 steps and at lipxai's default (batch_size=None; default_chunk: 8
+                steps at batch 128, 10 at batch 16) vs captum IntegratedGradients(n_steps=64,
+                riemann_middle) with internal_batch_size = lipxai's default chunk x batch
+                (same memory), 16 steps x batch, and unbounded (Captum's default).
+  ig_gl16       lipxai gausslegendre with 16 steps (default chunk), timed in the
+                ig64 group (a quarter of the gradients), vs Captum riemann_middle-64 at
+                ig64's matched chunk; with the completeness error
                 |sum attr - (f(x) - f(0))| / |f(x) - f(0)| (median and max over the batch) of
                 both libraries at riemann_middle-64, gausslegendre-16 and gausslegendre-64.
-  smoothgrad32  smoothgrad(samples=32, noise=0.2) at chunks 8/16/32 vs captum
-                NoiseTunnel(Saliency) with nt_samples=32, stdevs=0.2, nt_samples_batch_size
-                16 (lipxai's default chunk) and unbounded.
+  smoothgrad32  smoothgrad(samples=32, noise=0.2) at chunks 8/16/32 and lipxai's default
+                (4 samples at batch 128, 8 at batch 16) vs captum NoiseTunnel(Saliency) with
+                nt_samples=32, stdevs=0.2, nt_samples_batch_size = lipxai's default chunk
+                (same memory), 16, and unbounded.
   boundary_pgd  lipxai.boundary.search(method="pgd") with its defaults (L2, 20 radii, 20 steps
                 per radius, step size 2.5, 6 radius bisections, 30 refinement halvings), whole
                 batch and batch_size=16 chunks, vs a line-by-line torch port of the same ladder
                 (TorchPGDLadder; Captum has none), on the first --boundary-batch (default 32)
                 images: the torch reference alone takes minutes per call on 128 images.
 ratio = lipxai default / Captum at matched memory (< 1: lipxai faster); best_ratio = fastest
-lipxai variant / fastest Captum variant. Other processes on the machine skew the timings:
+lipxai variant / fastest Captum variant. Saliency, ig64 and smoothgrad32 also time lipxai's
+default compiled with lipxai.explain.jit instead of jax.jit ('*_xla_options': opt-in XLA CPU
+compile options, YNNPACK fusions off; see lipxai.explain.CPU_COMPILER_OPTIONS), reported as
+ratio_xla_options and left out of best_ratio. Other processes on the machine skew the timings:
 check load_average_1min. Prints one JSON object (progress goes to stderr).
 """
 
@@ -60,12 +69,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import boundary, data
 from lipxai import explain as ex
-from lipxai.explain.gradients import DEFAULT_CHUNK
+from lipxai import nn as lipxai_nn
+from lipxai.explain.gradients import DEFAULT_CHUNK, default_chunk
 
 SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 IG_STEPS, SG_SAMPLES, SG_NOISE, GL_STEPS = 64, 32, 0.2, 16
 IG_CHUNKS, SG_CHUNKS, BOUNDARY_CHUNKS = (8, 16, 32, 64), (8, 16, 32), (None, 16)
 LOGIT_ATOL = 1e-4
+XLA_SUFFIX = "_xla_options"  # variants compiled with lipxai.explain.jit
 PEERS_MESSAGE = ("this benchmark needs torch and captum: install the peers extra "
                  "(pip install torch==2.13.0 && pip install -e '.[peers]')")
 
@@ -137,17 +148,13 @@ def port_weights(model):
     return jax.tree_util.tree_map(jnp.asarray, params)
 
 
-def _max_pool(h):
-    return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-
-
 def jax_cnn(params, x):
-    """The torch CNN on NHWC inputs (flax.linen.max_pool is this reduce_window)."""
+    """The torch CNN on NHWC inputs; max-pool 2x2 is lipxai.nn.max_pool (= flax.linen.max_pool)."""
     dn = ("NHWC", "HWIO", "NHWC")
     for name in ("conv1", "conv2"):
         w, b = params[name]
         h = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
-        x = _max_pool(jax.nn.relu(h + b))
+        x = lipxai_nn.max_pool(jax.nn.relu(h + b), (2, 2), (2, 2))
     x = x.reshape(x.shape[0], -1)
     w, b = params["dense1"]
     x = jax.nn.relu(x @ w + b)
@@ -264,10 +271,10 @@ def interleaved(variants, repeats, warmup=()):
     return {name: statistics.median(s) for name, s in samples.items()}, last
 
 
-def compile_jax(fn, *args):
-    """``jax.jit(fn)`` compiled for ``args`` and warmed up; returns (blocking call, compile_s)."""
+def compile_jax(fn, *args, jit=jax.jit):
+    """``jit(fn)`` compiled for ``args`` and warmed up; returns (blocking call, compile_s)."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))
     return (lambda: jax.block_until_ready(compiled(*args))), compile_s
@@ -296,7 +303,8 @@ def completeness(attr, f_x, f_0):
 
 def summarise(times, batch, lipxai_default, captum_matched, extra=None):
     per_image = {name: t / batch for name, t in times.items()}
-    lipxai = {k: v for k, v in per_image.items() if k.startswith("lipxai")}
+    lipxai = {k: v for k, v in per_image.items()
+              if k.startswith("lipxai") and not k.endswith(XLA_SUFFIX)}
     captum = {k: v for k, v in per_image.items() if k.startswith("captum")}
     best_l, best_c = min(lipxai, key=lipxai.get), min(captum, key=captum.get)
     out = {
@@ -308,6 +316,9 @@ def summarise(times, batch, lipxai_default, captum_matched, extra=None):
         "best_ratio": round(lipxai[best_l] / captum[best_c], 3),
         "s_per_image": {k: round(v, 6) for k, v in per_image.items()},
     }
+    xla = lipxai_default + XLA_SUFFIX
+    if xla in per_image:
+        out["ratio_xla_options"] = round(per_image[xla] / per_image[captum_matched], 3)
     return {**out, **(extra or {})}
 
 
@@ -368,12 +379,22 @@ def main():
 
     methods, compile_s, notes = {}, {}, []
 
-    def lipxai_variants(method, make, names_and_kwargs):
+    def lipxai_variants(method, make, names_and_kwargs, jit=jax.jit):
         variants = {}
         for name, kwargs in names_and_kwargs:
-            call, compile_s[f"{method}/{name}"] = compile_jax(make(**kwargs), params, x, target)
+            call, compile_s[f"{method}/{name}"] = compile_jax(make(**kwargs), params, x, target,
+                                                              jit=jit)
             variants[name] = call
         return variants
+
+    def xla_variant(method, make, default_name, kwargs):
+        """lipxai's default compiled with lipxai.explain.jit (opt-in XLA CPU options)."""
+        return lipxai_variants(method, make, [(f"{default_name}{XLA_SUFFIX}", kwargs)], ex.jit)
+
+    def sweep(chunks, default):
+        """Variants for the chunk sizes ``chunks`` and lipxai's default (batch_size=None)."""
+        return [(f"lipxai_chunk{c}", {"chunk": None if c == default else c})
+                for c in sorted({*chunks, default})]
 
     # saliency
     def make_saliency():
@@ -381,6 +402,7 @@ def main():
 
     sal = captum_attr.Saliency(model)
     variants = lipxai_variants("saliency", make_saliency, [("lipxai", {})])
+    variants.update(xla_variant("saliency", make_saliency, "lipxai", {}))
     variants["captum"] = lambda: sal.attribute(x_t.clone().requires_grad_(True), target=target_t,
                                                abs=False)
     log("saliency")
@@ -400,31 +422,35 @@ def main():
             x_t, baselines=torch.zeros_like(x_t), target=target_t, n_steps=steps, method=method,
             internal_batch_size=None if chunk_steps is None else chunk_steps * batch)
 
-    gl_name, matched = f"lipxai_gausslegendre{GL_STEPS}", f"captum_internal_batch_{DEFAULT_CHUNK}x{batch}"
-    variants = lipxai_variants("ig64", make_ig, [(f"lipxai_chunk{c}", {"chunk": c}) for c in IG_CHUNKS])
+    ig_chunk, gl_chunk = default_chunk(IG_STEPS, x.shape), default_chunk(GL_STEPS, x.shape)
+    gl_name, matched = f"lipxai_gausslegendre{GL_STEPS}", f"captum_internal_batch_{ig_chunk}x{batch}"
+    variants = lipxai_variants("ig64", make_ig, sweep(IG_CHUNKS, ig_chunk))
+    variants.update(xla_variant("ig64", make_ig, f"lipxai_chunk{ig_chunk}", {"chunk": None}))
     variants.update(lipxai_variants(
-        "ig_gl16", lambda: make_ig(DEFAULT_CHUNK, GL_STEPS, "gausslegendre"), [(gl_name, {})]))
-    variants[matched] = captum_ig(IG_STEPS, "riemann_middle", DEFAULT_CHUNK)
+        "ig_gl16", lambda: make_ig(None, GL_STEPS, "gausslegendre"), [(gl_name, {})]))
+    for c in sorted({ig_chunk, DEFAULT_CHUNK}):
+        variants[f"captum_internal_batch_{c}x{batch}"] = captum_ig(IG_STEPS, "riemann_middle", c)
     variants["captum_unbounded"] = captum_ig(IG_STEPS, "riemann_middle", None)
     log(f"ig64 + ig_gl16: completeness, then {len(variants)} variants")
     rm64, gl16, gl64 = (f"riemann_middle{IG_STEPS}", f"gausslegendre{GL_STEPS}",
                         f"gausslegendre{IG_STEPS}")
     attr = {  # untimed; the Captum calls also warm up the matched variant
-        f"lipxai_{rm64}": variants[f"lipxai_chunk{DEFAULT_CHUNK}"](),
+        f"lipxai_{rm64}": variants[f"lipxai_chunk{ig_chunk}"](),
         f"captum_{rm64}": nhwc(variants[matched]()),
         f"lipxai_{gl16}": variants[gl_name](),
-        f"captum_{gl16}": nhwc(captum_ig(GL_STEPS, "gausslegendre", DEFAULT_CHUNK)()),
-        f"lipxai_{gl64}": jax.jit(make_ig(DEFAULT_CHUNK, IG_STEPS, "gausslegendre"))(params, x, target),
-        f"captum_{gl64}": nhwc(captum_ig(IG_STEPS, "gausslegendre", DEFAULT_CHUNK)()),
+        f"captum_{gl16}": nhwc(captum_ig(GL_STEPS, "gausslegendre", gl_chunk)()),
+        f"lipxai_{gl64}": jax.jit(make_ig(None, IG_STEPS, "gausslegendre"))(params, x, target),
+        f"captum_{gl64}": nhwc(captum_ig(IG_STEPS, "gausslegendre", ig_chunk)()),
     }
     errors = {name: completeness(a, *((f_x, f_0) if name.startswith("lipxai") else (f_x_t, f_0_t)))
               for name, a in attr.items()}
-    times, _ = interleaved(variants, repeats, warmup=["captum_unbounded"])
+    times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")
+                                                      and k != matched])  # matched: above
     methods["ig64"] = summarise(
-        {k: v for k, v in times.items() if k != gl_name}, batch, f"lipxai_chunk{DEFAULT_CHUNK}",
+        {k: v for k, v in times.items() if k != gl_name}, batch, f"lipxai_chunk{ig_chunk}",
         matched,
         {"steps": IG_STEPS, "quadrature": "riemann_middle", "baseline": "zeros",
-         "lipxai_default_chunk_steps": DEFAULT_CHUNK,
+         "lipxai_default_chunk_steps": ig_chunk,
          "max_rel_diff_lipxai_vs_captum": sig(rel_err(attr[f"lipxai_{rm64}"], attr[f"captum_{rm64}"])),
          "completeness_error": {"lipxai": errors[f"lipxai_{rm64}"],
                                 "captum": errors[f"captum_{rm64}"]}})
@@ -457,16 +483,18 @@ def main():
                                     nt_samples_batch_size=chunk, stdevs=SG_NOISE,
                                     target=target_t, abs=False)
 
-    matched = f"captum_nt_samples_batch_{DEFAULT_CHUNK}"
-    variants = lipxai_variants("smoothgrad32", make_sg,
-                               [(f"lipxai_chunk{c}", {"chunk": c}) for c in SG_CHUNKS])
-    variants[matched] = captum_sg(DEFAULT_CHUNK)
+    sg_chunk = default_chunk(SG_SAMPLES, x.shape)
+    matched = f"captum_nt_samples_batch_{sg_chunk}"
+    variants = lipxai_variants("smoothgrad32", make_sg, sweep(SG_CHUNKS, sg_chunk))
+    variants.update(xla_variant("smoothgrad32", make_sg, f"lipxai_chunk{sg_chunk}", {"chunk": None}))
+    for c in sorted({sg_chunk, DEFAULT_CHUNK}):
+        variants[f"captum_nt_samples_batch_{c}"] = captum_sg(c)
     variants["captum_unbounded"] = captum_sg(None)
     log("smoothgrad32")
-    times, _ = interleaved(variants, repeats, warmup=[matched, "captum_unbounded"])
+    times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")])
     methods["smoothgrad32"] = summarise(
-        times, batch, f"lipxai_chunk{DEFAULT_CHUNK}", matched,
-        {"samples": SG_SAMPLES, "noise": SG_NOISE, "lipxai_default_chunk_samples": DEFAULT_CHUNK,
+        times, batch, f"lipxai_chunk{sg_chunk}", matched,
+        {"samples": SG_SAMPLES, "noise": SG_NOISE, "lipxai_default_chunk_samples": sg_chunk,
          "noise_drawn_inside_timed_call": True})
 
     # boundary search: PGD ladder, on the first boundary_batch images
@@ -533,7 +561,8 @@ def main():
         "versions": versions(),
         "lipxai_compile_s": {k: round(v, 2) for k, v in compile_s.items()},
         "methods": methods,
-        "summary": {name: {k: m[k] for k in ("lipxai_s_per_image", "captum_s_per_image", "ratio")}
+        "summary": {name: {k: m[k] for k in ("lipxai_s_per_image", "captum_s_per_image", "ratio",
+                                             "ratio_xla_options") if k in m}
                     for name, m in methods.items()},
         "notes": notes,
     }

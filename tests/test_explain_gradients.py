@@ -259,6 +259,88 @@ def test_smoothgrad_family_definitions_and_chunking(cnn):
     assert float(v.max()) > 0
 
 
+# ------------------------------------------------------------------ chunks
+
+
+def test_default_chunk(monkeypatch):
+    from lipxai.explain import gradients as g
+
+    if jax.default_backend() == "cpu":
+        # the values quoted in default_chunk's docstring (benchmarks/attributions.py)
+        assert ex.default_chunk(32, (128, 28, 28, 1)) == 4
+        assert ex.default_chunk(64, (128, 28, 28, 1)) == 8
+        assert ex.default_chunk(32, (16, 28, 28, 1)) == 8
+        assert ex.default_chunk(64, (16, 28, 28, 1)) == 10
+        assert ex.default_chunk(50, (1, 28, 28, 1)) == ex.DEFAULT_CHUNK  # never above
+        assert ex.default_chunk(300, (128, 28, 28, 1)) == ex.DEFAULT_CHUNK  # the scan
+    for n in (1, 2, 7, 50, 64, 1000):
+        for shape in ((1, 4), (16, 28, 28, 1), (256, 32, 32, 3)):
+            c = ex.default_chunk(n, shape)
+            assert 1 <= c <= min(n, ex.DEFAULT_CHUNK)
+    monkeypatch.setattr(g.jax, "default_backend", lambda: "gpu")
+    assert ex.default_chunk(32, (128, 28, 28, 1)) == ex.DEFAULT_CHUNK
+    assert ex.default_chunk(5, (128, 28, 28, 1)) == 5
+
+
+def test_unrolled_and_scanned_chunks_agree(linear, monkeypatch):
+    from lipxai.explain import gradients as g
+
+    fn, _, x, t = linear
+    fn = lambda z, fn=fn: jnp.tanh(fn(z))  # not linear: gradients vary along paths and noise
+    key = jax.random.key(3)
+
+    def run():
+        return (ex.smoothgrad(fn, x, t, key=key, samples=5, noise=0.3, batch_size=2),
+                ex.integrated_gradients(fn, x, t, steps=7, batch_size=3),
+                ex.idgi(fn, x, t, steps=5, batch_size=2))
+
+    unrolled = jax.jit(run)()
+    monkeypatch.setattr(g, "MAX_UNROLLED_CHUNKS", 0)  # every multi-chunk sum: lax.scan
+    for got, want in zip(jax.jit(run)(), unrolled, strict=True):
+        close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_unrolled_chunks_run_one_at_a_time(monkeypatch):
+    """The unrolled chunks are chained by data (``_after``): only one chunk's intermediates
+    are live at a time, as in the scan (XLA would otherwise overlap the independent ones)."""
+    from lipxai.explain import gradients as g
+
+    rng = np.random.default_rng(0)
+    w1 = jnp.asarray(rng.normal(size=(16, 2048)), jnp.float32)
+    w2 = jnp.asarray(rng.normal(size=(2048, 3)), jnp.float32)
+    fn = lambda z: jnp.tanh(z @ w1) @ w2  # 8 KiB of activations per example
+    x, t = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
+
+    def temp_bytes():
+        f = jax.jit(lambda x: ex.smoothgrad(fn, x, t, key=jax.random.key(0), samples=8,
+                                            batch_size=1))
+        memory = f.lower(x).compile().memory_analysis()
+        if memory is None:
+            pytest.skip("no memory analysis on this backend")
+        return memory.temp_size_in_bytes
+
+    assert jax.default_backend() != "cpu" or g._unroll_chunks(8)
+    unrolled = temp_bytes()
+    monkeypatch.setattr(g, "MAX_UNROLLED_CHUNKS", 0)
+    scanned = temp_bytes()
+    one_chunk = 8 * 2048 * 4  # one chunk's tanh activations
+    assert unrolled <= scanned + 2 * one_chunk, (unrolled, scanned)
+
+
+def test_jit_with_cpu_compiler_options(cnn, monkeypatch):
+    from lipxai.explain import _xla
+
+    fn, x, t = cnn
+    x, t = x[:2], t[:2]
+    f = lambda x: ex.smoothgrad(fn, x, t, key=jax.random.key(0), samples=3, batch_size=2)
+    close(ex.jit(f)(x), jax.jit(f)(x), rtol=1e-4, atol=1e-6)
+    if jax.default_backend() == "cpu":
+        assert ex.compiler_options() == ex.CPU_COMPILER_OPTIONS  # known to this XLA
+    monkeypatch.setattr(_xla, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": ""})
+    assert ex.compiler_options() == {}  # unknown options are dropped, not errors
+    close(ex.jit(lambda x: x + 1)(x), x + 1)
+
+
 # ------------------------------------------------------------------ bad inputs
 
 

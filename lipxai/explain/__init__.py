@@ -9,12 +9,14 @@ from lipxai.explain.cam import grad_cam, grad_cam_plus_plus, layer_shapes, split
 from lipxai.explain.counterfactual import CounterfactualResult, counterfactual
 from lipxai.explain.gradients import (
     DEFAULT_CHUNK,
+    default_chunk,
     gradient_x_input,
     saliency,
     smoothgrad,
     squaregrad,
     vargrad,
 )
+from lipxai.explain._xla import CPU_COMPILER_OPTIONS, compiler_options, jit
 from lipxai.explain.integrated import (
     METHODS,
     idgi,
@@ -24,6 +26,7 @@ from lipxai.explain.integrated import (
 )
 
 __all__ = [
+    "CPU_COMPILER_OPTIONS",
     "CounterfactualResult",
     "DEFAULT_CHUNK",
     "METHODS",
@@ -31,12 +34,15 @@ __all__ = [
     "boundary_point",
     "boundary_saliency",
     "boundary_smoothgrad",
+    "compiler_options",
     "counterfactual",
+    "default_chunk",
     "grad_cam",
     "grad_cam_plus_plus",
     "gradient_x_input",
     "idgi",
     "integrated_gradients",
+    "jit",
     "layer_shapes",
     "make_baseline",
     "quadrature",

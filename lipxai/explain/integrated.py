@@ -11,14 +11,14 @@ exactly as Captum's ``approximation_methods`` so that results match
 ``captum.attr.IntegratedGradients``.
 
 Chunking: the ``steps`` path points are never materialised for the whole batch at once
-(unless ``batch_size >= steps``); a ``lax.scan`` runs over chunks of ``batch_size`` steps,
-each chunk one call of ``fn`` on ``batch_size * B`` examples.  ``batch_size=None`` uses
-:data:`lipxai.explain.gradients.DEFAULT_CHUNK` (16).  Measured on 2 shared, busy CPU cores
-(load ~4.5), jitted IG with 64 Gauss-Legendre steps on a small flax CNN (conv 8 - conv 16
-stride 2 - dense 10, ReLU, 28x28x1 inputs), batch 32, median of 9 calls: chunk 1: 0.36 s,
-4: 0.38 s, 8: 0.37 s, 16: 0.39 s, 32: 0.40 s, 64 (all steps at once): 0.32 s.  On CPU the
-chunk size hardly matters (the convolutions are compute bound); the default of 16 bounds
-memory at 16 x B examples for a cost within ~20% of evaluating everything at once.
+(unless ``batch_size >= steps``); the steps are evaluated in chunks of ``batch_size`` steps,
+one after the other, each chunk one call of ``fn`` on ``batch_size * B`` examples (see
+``_chunked_sum`` in :mod:`lipxai.explain.gradients`: unrolled on CPU, where a
+``lax.scan`` would leave the convolutions' input gradients to a slow kernel).
+``batch_size=None`` uses :func:`lipxai.explain.gradients.default_chunk`: at most
+:data:`~lipxai.explain.gradients.DEFAULT_CHUNK` (16) steps per chunk, on CPU usually fewer
+(it aims at ~2**17 input elements per chunk, in at most 8 chunks), which is also faster
+there; its docstring has the timings.
 
 Per-example gradients: see :mod:`lipxai.explain.gradients` (``per_example=True``).
 """
@@ -34,13 +34,13 @@ import numpy as np
 
 from lipxai._checks import floating_array, one_of, positive, positive_int
 from lipxai.explain.gradients import (
-    DEFAULT_CHUNK,
     _check_batch_size,
     _check_inputs,
     _chunked_sum,
     _flat,
     _target_grad,
     _target_logit,
+    default_chunk,
 )
 
 __all__ = ["integrated_gradients", "idgi", "quadrature", "make_baseline", "METHODS"]
@@ -172,7 +172,8 @@ def integrated_gradients(
         "blur", or an array broadcastable to ``x``).
       steps: number of quadrature nodes, ``>= 2``.
       method: one of :data:`METHODS` (:func:`quadrature`).
-      batch_size: path steps evaluated together per chunk (``None``: ``DEFAULT_CHUNK``).
+      batch_size: path steps evaluated together per chunk (``None``:
+        :func:`~lipxai.explain.gradients.default_chunk`).
       key: ``jax.random`` key for ``baseline="uniform"``.
       sigma: blur standard deviation (pixels) for ``baseline="blur"``.
       per_example: see :func:`lipxai.explain.saliency`.
@@ -199,8 +200,9 @@ def integrated_gradients(
         g = g.reshape(z.shape)
         return jnp.tensordot(weights[idx], g, axes=1)
 
-    chunk = DEFAULT_CHUNK if batch_size is None else batch_size
-    return delta * _chunked_sum(chunk_fn, alphas.shape[0], chunk)
+    n = alphas.shape[0]
+    chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
+    return delta * _chunked_sum(chunk_fn, n, chunk)
 
 
 def idgi(
@@ -258,5 +260,5 @@ def idgi(
         safe = jnp.where(norm > 0, norm, 1)
         return (jnp.where(norm > 0, sq / safe, 0) * d).sum(0)
 
-    chunk = DEFAULT_CHUNK if batch_size is None else batch_size
+    chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
     return _chunked_sum(chunk_fn, n, chunk)

@@ -6,7 +6,13 @@ from lipxai.nn.centering import BatchCentering, LayerCentering
 from lipxai.nn.conv import CONV_METHODS, OrthoConv
 from lipxai.nn.dense import DENSE_METHODS, OrthoDense
 from lipxai.nn.export import export
-from lipxai.nn.pooling import Flatten, GlobalL2NormPool, InvertibleDownsample, L2NormPool
+from lipxai.nn.pooling import (
+    Flatten,
+    GlobalL2NormPool,
+    InvertibleDownsample,
+    L2NormPool,
+    max_pool,
+)
 from lipxai.nn.residual import SLLConv, SLLDense
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "SLLDense",
     "export",
     "group_sort",
+    "max_pool",
     "reparam",
     "zoo",
 ]
