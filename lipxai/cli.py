@@ -54,9 +54,16 @@ def _parser() -> argparse.ArgumentParser:
 
     cert = sub.add_parser("certify", help="certified accuracy and Lipschitz bounds of a run -> DIR/certify.json")
     cert.add_argument("workdir")
-    cert.add_argument("--eps", default="0.5,1.0,1.58", help="comma-separated L2 radii (default 0.5,1.0,1.58)")
+    cert.add_argument("--eps", default=None,
+                      help="comma-separated L2 radii (default 0.5,1.0,1.58); with --explanation: "
+                           "L_inf radii of the explanation boxes (default 0.001,0.01)")
     cert.add_argument("--split", default="test")
-    cert.add_argument("--n", type=int, default=None, help="certify only the first N examples")
+    cert.add_argument("--n", type=int, default=None,
+                      help="certify only the first N examples (--explanation: default 256)")
+    cert.add_argument("--explanation", action="store_true",
+                      help="also certify the saliency maps by interval bounds through the "
+                           "backward pass (top-k, sign and L2-change certificates)")
+    cert.add_argument("--k", type=int, default=20, help="top-k size for --explanation (default 20)")
     cert.set_defaults(handler=_certify)
 
     expl = sub.add_parser("explain", help="attribution maps and counterfactuals of a run -> a PNG grid",
@@ -121,9 +128,24 @@ def _certify(args, overrides) -> int:
         from lipxai.run import RunNotFoundError
 
         raise RunNotFoundError(f"workdir {args.workdir} does not exist")
-    eps = _parse_eps(args.eps)
-    result, *_ = certify_run(load_run(args.workdir), eps=eps, split=args.split, n=args.n)
+    if args.explanation:
+        if args.k < 1:
+            raise UsageError(f"--k must be >= 1, got {args.k}")
+        if args.n is not None and args.n < 1:
+            raise UsageError(f"--n must be >= 1, got {args.n}")
+        explanation_eps = _parse_eps(args.eps or "0.001,0.01")
+        eps = (0.5, 1.0, 1.58)
+    else:
+        eps = _parse_eps(args.eps or "0.5,1.0,1.58")
+    run = load_run(args.workdir)
+    result, *_ = certify_run(run, eps=eps, split=args.split, n=args.n)
     print(format_table(result))
+    if args.explanation:
+        from lipxai.run_certify import certify_explanations, format_explanation_table
+
+        result["explanation"] = certify_explanations(run, explanation_eps, k=args.k,
+                                                     split=args.split, n=args.n or 256)
+        print(format_explanation_table(result["explanation"]))
     print(f"written {write_certify_json(result, args.workdir)}")
     return 0
 

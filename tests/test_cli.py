@@ -38,6 +38,16 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     assert set(result["certified_accuracy"]) == {"0.25", "2.0"} and result["n"] == 500
     assert "certified accuracy @ L2 eps=2.0" in again.stdout
 
+    cert = lipxai("certify", str(workdir), "--explanation", "--eps", "0,0.001", "--k", "5", "--n", "8")
+    assert cert.returncode == 0, cert.stderr[-2000:]
+    explanation = json.loads((workdir / "certify.json").read_text())["explanation"]
+    assert explanation["n"] == 8 and explanation["k"] == 5 and set(explanation["eps"]) == {"0.0", "0.001"}
+    exact, boxed = explanation["eps"]["0.0"], explanation["eps"]["0.001"]
+    assert exact["topk_stable"] == 1.0 and exact["change_l2_median"] < 1e-5  # a point box: float noise only
+    assert exact["prediction_certified_ibp"] == 1.0
+    assert boxed["topk_certified_mean"] <= exact["topk_certified_mean"]
+    assert boxed["change_l2_median"] > 0
+
     png = tmp_path / "grid.png"
     expl = lipxai("explain", str(workdir), "--method", "saliency,gradcam,counterfactual", "--n", "3",
                   "--out", str(png))
@@ -51,6 +61,7 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     (["certify", "{tmp}/missing"], "does not exist"),
     (["certify", "{tmp}"], "not a lipxai run directory"),
     (["certify", "{tmp}", "--eps", "a,b"], "--eps must be comma-separated numbers"),
+    (["certify", "{tmp}", "--explanation", "--k", "0"], "--k must be >= 1"),
     (["explain", "{tmp}", "--method", "ig,shap"], "--method takes a comma-separated list of"),
     (["explain", "{tmp}/missing"], "does not exist"),
     (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.data.data_dir={tmp}"],

@@ -1,0 +1,45 @@
+"""Interval bounds as a JAX transformation, through the forward and the backward pass.
+
+``interval(fun)`` interprets ``fun``'s jaxpr on ``Interval`` inputs with one sound rule per
+primitive, so ``interval(jax.grad(loss))`` bounds gradients with no new code; certificates of
+explanation robustness are built on it (Wicker et al., ICLR 2023).
+"""
+
+from lipxai.bounds import control, rules  # noqa: F401  (register the rules)
+from lipxai.bounds.certificates import (
+    SCORES,
+    GradientBounds,
+    certify_explanation,
+    gradient_bounds,
+    params_box,
+    prediction_certified,
+)
+from lipxai.bounds.interpreter import (
+    RULES,
+    UnsupportedPrimitiveError,
+    eval_jaxpr,
+    interval,
+    register_rule,
+)
+from lipxai.bounds.interval import Interval, box, hull, is_interval, point
+from lipxai.bounds.rules import registered_primitives
+
+__all__ = [
+    "RULES",
+    "SCORES",
+    "GradientBounds",
+    "Interval",
+    "UnsupportedPrimitiveError",
+    "box",
+    "certify_explanation",
+    "eval_jaxpr",
+    "gradient_bounds",
+    "hull",
+    "interval",
+    "is_interval",
+    "params_box",
+    "point",
+    "prediction_certified",
+    "register_rule",
+    "registered_primitives",
+]

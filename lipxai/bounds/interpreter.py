@@ -1,0 +1,166 @@
+"""``interval(fun)``: interval arithmetic as a JAX function transformation.
+
+``interval(fun)(*args)`` traces ``fun`` to a jaxpr on the shapes of ``args`` and interprets
+it with one rule per primitive (``lipxai.bounds.rules``).  Arguments are pytrees whose leaves
+are ``Interval`` s or plain arrays (points).  Equations whose inputs are all points are
+evaluated as usual (``primitive.bind``), so only the part of the program that depends on an
+interval input pays for interval arithmetic, and a program without Interval inputs returns
+exactly what ``fun`` returns.  Because the interpretation happens at trace time and every
+rule is written with jax.numpy, the transformed function composes with ``jit``, ``vmap`` and
+``grad`` (the bounds are differentiable functions of the box and of the weights).
+
+Soundness (the property every rule must have): if each input lies in its interval, every
+output of ``fun`` lies in the returned interval.  Comparisons return three-valued boolean
+Intervals, and ``select_n`` with an uncertain predicate returns the hull of its branches, so
+the ``gt``/``select_n`` pairs that ``jax.grad`` of ReLU, max and sort produce are bounded
+soundly; :class:`lipxai.bounds.patterns.MaxFacts` decides exactly the equalities with which
+``jax.grad`` routes cotangents through ``max``.  The style follows jax_verify/autobound: a
+dict from primitive name to rule, and an unknown primitive fails loudly, by name.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.extend import core as jcore
+
+from lipxai.bounds.interval import Interval, is_interval
+from lipxai.bounds.patterns import MaxFacts
+
+#: Rules by primitive name: ``rule(*invals, **params) -> outval`` (a list for primitives with
+#: multiple results).  ``invals`` are Intervals or points; at least one is an Interval.
+RULES: dict[str, Callable] = {}
+
+#: Comparisons of a variable with itself are decided exactly (NaN aside): ``x == x`` is true
+#: even when ``x`` is an uncertain interval.  ``logaddexp`` relies on it for its NaN check.
+_SELF_COMPARISON = {"eq": True, "ge": True, "le": True, "ne": False, "gt": False, "lt": False}
+#: Binary primitives applied to one variable twice, rewritten to the exact unary rule
+#: (``x * x`` is ``x ** 2 >= 0``; independent corners would let it go negative).
+_SELF_BINARY = {"mul": "square"}
+
+
+class UnsupportedPrimitiveError(NotImplementedError):
+    """No interval rule is registered for a primitive that receives an Interval input."""
+
+
+def register_rule(name: str, rule: Callable | None = None):
+    """Register ``rule`` for the primitive called ``name`` (usable as a decorator).
+
+    A rule receives the equation's inputs (Intervals or plain arrays, at least one Interval)
+    and its params as keyword arguments, and returns Intervals or arrays shaped like the
+    primitive's outputs (a list when the primitive has multiple results).  It must be sound:
+    every output of the primitive on inputs inside the input intervals lies in the result.
+    """
+    if rule is None:
+        return functools.partial(register_rule, name)
+    RULES[name] = rule
+    return rule
+
+
+def _read(env, var):
+    return var.val if isinstance(var, jcore.Literal) else env[var]
+
+
+def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
+    """Interpret an open jaxpr on Intervals and points; returns the list of outputs."""
+    env = {}
+    for var, value in zip(jaxpr.constvars, consts, strict=True):
+        env[var] = value
+    for var, value in zip(jaxpr.invars, args, strict=True):
+        env[var] = value
+    facts = MaxFacts(lambda var: _read(env, var), _eval_eqn)
+    for eqn in jaxpr.eqns:
+        invals = [_read(env, v) for v in eqn.invars]
+        decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
+        outvals = decided if decided is not None else _eval_eqn(eqn, invals)
+        if not eqn.primitive.multiple_results:
+            outvals = [outvals]
+        for var, value in zip(eqn.outvars, outvals, strict=True):
+            if not isinstance(var, jcore.DropVar):
+                env[var] = value
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def _eval_eqn(eqn, invals):
+    name = eqn.primitive.name
+    if not any(is_interval(v) for v in invals):
+        bound = eqn.primitive.get_bind_params(eqn.params)
+        subfuns, params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.8: a pair
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+    if name in _SELF_COMPARISON and _same_variable(eqn):
+        return np.full(eqn.outvars[0].aval.shape, _SELF_COMPARISON[name])
+    if name in _SELF_BINARY and _same_variable(eqn):
+        return _sanitize(RULES[_SELF_BINARY[name]](invals[0]))
+    if name == "sub" and _same_variable(eqn):
+        return np.zeros(eqn.outvars[0].aval.shape, eqn.outvars[0].aval.dtype)
+    rule = RULES.get(name)
+    if rule is None:
+        raise UnsupportedPrimitiveError(
+            f"lipxai.bounds.interval: no interval rule for primitive '{name}' (it received an "
+            f"Interval input). Register one with lipxai.bounds.register_rule('{name}', rule), "
+            "or keep this part of the program on point values."
+        )
+    out = rule(*invals, **eqn.params)
+    return [_sanitize(o) for o in out] if eqn.primitive.multiple_results else _sanitize(out)
+
+
+def _same_variable(eqn) -> bool:
+    a = eqn.invars
+    return len(a) == 2 and not isinstance(a[0], jcore.Literal) and a[0] is a[1]
+
+
+def _sanitize(value):
+    """NaN bounds (from ``inf - inf`` or ``0 * inf``) become the sound ``-inf`` / ``+inf``."""
+    if is_interval(value) and jax.numpy.issubdtype(value.dtype, jax.numpy.floating):
+        jnp = jax.numpy
+        return Interval(jnp.where(jnp.isnan(value.lower), -jnp.inf, value.lower),
+                        jnp.where(jnp.isnan(value.upper), jnp.inf, value.upper))
+    return value
+
+
+def eval_closed(closed: jcore.ClosedJaxpr, *args) -> list:
+    """Interpret a closed jaxpr on Intervals and points."""
+    return eval_jaxpr(closed.jaxpr, closed.consts, *args)
+
+
+def _abstract(leaf):
+    leaf = leaf.lower if is_interval(leaf) else leaf
+    return jax.ShapeDtypeStruct(np.shape(leaf), jax.numpy.result_type(leaf))
+
+
+def interval(fun: Callable) -> Callable:
+    """Transform ``fun`` into a function that maps Interval (or point) inputs to sound bounds.
+
+    ``interval(fun)(*args)`` has the pytree structure of ``fun(*args)``; each output leaf is
+    an ``Interval`` if it depends on an Interval input and a plain array otherwise.  Example::
+
+        lo_hi = lx.bounds.interval(jax.grad(loss))(params, lx.bounds.box(x, eps))
+
+    bounds every gradient of ``loss`` w.r.t. ``params`` over the L_inf ball of radius ``eps``.
+    Raises ``UnsupportedPrimitiveError`` (a ``NotImplementedError``) naming the primitive if
+    an Interval reaches one without a rule.
+    """
+
+    @functools.wraps(fun)
+    def wrapped(*args):
+        leaves, treedef = jax.tree_util.tree_flatten(args, is_leaf=is_interval)
+        leaves = [leaf if is_interval(leaf) else jax.numpy.asarray(leaf) for leaf in leaves]
+
+        def flat_fun(*flat):
+            return fun(*jax.tree_util.tree_unflatten(treedef, flat))
+
+        closed, out_shape = jax.make_jaxpr(flat_fun, return_shape=True)(
+            *[_abstract(leaf) for leaf in leaves]
+        )
+        outs = eval_closed(closed, *leaves)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+
+    return wrapped
+
+
+def as_interval(value) -> Interval:
+    """``value`` as an Interval (points become zero-width intervals)."""
+    return value if is_interval(value) else Interval(value, value)

@@ -1,0 +1,134 @@
+"""The ``Interval`` value: elementwise lower and upper bounds of an array, as a pytree node.
+
+An ``Interval(lower, upper)`` stands for every array ``v`` of the same shape with
+``lower <= v <= upper`` elementwise.  Boolean intervals are three-valued truth values under
+the order ``False < True``: ``[True, True]`` is certainly true, ``[False, False]`` certainly
+false and ``[False, True]`` unknown.  Plain arrays are point values (zero-width intervals);
+the interval transformation keeps them as plain arrays, so that equations whose inputs are
+all points are evaluated exactly as without it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@jax.tree_util.register_pytree_node_class
+class Interval:
+    """Elementwise bounds ``lower <= v <= upper`` on an array ``v``.
+
+    ``lower`` and ``upper`` have the same shape and dtype.  ``lower <= upper`` is the
+    caller's promise; it is checked by ``lipxai.bounds.box`` and ``Interval.check`` (on
+    concrete values), not on construction, so that Intervals can be built under ``jit``.
+    """
+
+    __slots__ = ("lower", "upper")
+
+    def __init__(self, lower, upper):
+        lower, upper = jnp.asarray(lower), jnp.asarray(upper)
+        if lower.shape != upper.shape:
+            raise ValueError(
+                f"Interval lower and upper must have the same shape, got {lower.shape} "
+                f"and {upper.shape}"
+            )
+        if lower.dtype != upper.dtype:
+            raise TypeError(
+                f"Interval lower and upper must have the same dtype, got {lower.dtype} "
+                f"and {upper.dtype}"
+            )
+        self.lower, self.upper = lower, upper
+
+    def tree_flatten(self):
+        return (self.lower, self.upper), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux
+        obj = object.__new__(cls)  # pytree utilities put non-arrays in the leaves
+        obj.lower, obj.upper = children
+        return obj
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.lower.shape
+
+    @property
+    def dtype(self):
+        return self.lower.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.lower.ndim
+
+    @property
+    def center(self) -> jax.Array:
+        """``(lower + upper) / 2``."""
+        return (self.lower + self.upper) / 2
+
+    @property
+    def radius(self) -> jax.Array:
+        """``(upper - lower) / 2``."""
+        return (self.upper - self.lower) / 2
+
+    @property
+    def width(self) -> jax.Array:
+        """``upper - lower``."""
+        return self.upper - self.lower
+
+    def contains(self, value, tol: float = 0.0) -> jax.Array:
+        """Elementwise ``lower - tol <= value <= upper + tol``."""
+        return (self.lower - tol <= value) & (value <= self.upper + tol)
+
+    def check(self) -> Interval:
+        """Raise ``ValueError`` if (concrete) ``lower > upper`` anywhere; return ``self``."""
+        lo, hi = np.asarray(self.lower), np.asarray(self.upper)
+        bad = lo > hi
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"Interval has lower > upper at index {idx}: {lo[idx]} > {hi[idx]}"
+            )
+        return self
+
+    def __repr__(self) -> str:
+        return f"Interval(lower={self.lower!r}, upper={self.upper!r})"
+
+
+def is_interval(value) -> bool:
+    return isinstance(value, Interval)
+
+
+def point(value) -> Interval:
+    """The zero-width interval ``[value, value]``."""
+    value = jnp.asarray(value)
+    return Interval(value, value)
+
+
+def lower_of(value):
+    """``value.lower`` for an Interval, ``value`` itself for a point."""
+    return value.lower if isinstance(value, Interval) else value
+
+
+def upper_of(value):
+    """``value.upper`` for an Interval, ``value`` itself for a point."""
+    return value.upper if isinstance(value, Interval) else value
+
+
+def box(x, eps) -> Interval:
+    """The L_inf box ``[x - eps, x + eps]`` (``eps >= 0``, a scalar or broadcastable array)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"box: x must be a floating-point array, got dtype {x.dtype}")
+    if not isinstance(eps, jax.core.Tracer) and np.any(np.asarray(eps) < 0):
+        raise ValueError(f"box: eps must be >= 0, got {eps}")
+    eps = jnp.asarray(eps, x.dtype)
+    return Interval(x - eps, x + eps)
+
+
+def hull(a, b):
+    """The smallest interval containing both ``a`` and ``b`` (Intervals or points)."""
+    return Interval(
+        jnp.minimum(lower_of(a), lower_of(b)), jnp.maximum(upper_of(a), upper_of(b))
+    )
