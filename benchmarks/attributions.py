@@ -20,8 +20,9 @@ XLA constant-fold them), compiled and warmed up before timing, and blocked with
 jax.block_until_ready. Captum runs on torch CPU with torch.set_num_threads(os.cpu_count()),
 warmed up by one untimed call (the boundary reference: its first repeat, which the median
 drops). Within a method every variant (lipxai chunk sizes, Captum settings) is called once per
-repeat in turn, so the --repeats (default 5; --quick: 2) interleave; medians are reported, in
-seconds per image (call time / images).
+repeat in turn, so the --repeats (default 5; --quick: 2; saliency, whose calls are ~50x
+shorter: 10 x --repeats) interleave; medians are reported, in seconds per image (call time /
+images).
   saliency      lipxai.explain.saliency vs captum Saliency(abs=False).
   ig64          integrated_gradients(steps=64, riemann_middle, zero baseline) at chunk sizes
                 8/16/32/64 steps and at lipxai's default (batch_size=None; default_chunk: 8
@@ -77,6 +78,7 @@ IG_STEPS, SG_SAMPLES, SG_NOISE, GL_STEPS = 64, 32, 0.2, 16
 IG_CHUNKS, SG_CHUNKS, BOUNDARY_CHUNKS = (8, 16, 32, 64), (8, 16, 32), (None, 16)
 LOGIT_ATOL = 1e-4
 XLA_SUFFIX = "_xla_options"  # variants compiled with lipxai.explain.jit
+SALIENCY_REPEATS = 10  # x --repeats: a saliency call is ~50x shorter than the others
 PEERS_MESSAGE = ("this benchmark needs torch and captum: install the peers extra "
                  "(pip install torch==2.13.0 && pip install -e '.[peers]')")
 
@@ -406,8 +408,9 @@ def main():
     variants["captum"] = lambda: sal.attribute(x_t.clone().requires_grad_(True), target=target_t,
                                                abs=False)
     log("saliency")
-    times, last = interleaved(variants, repeats, warmup=["captum"])
+    times, last = interleaved(variants, SALIENCY_REPEATS * repeats, warmup=["captum"])
     methods["saliency"] = summarise(times, batch, "lipxai", "captum", {
+        "repeats": SALIENCY_REPEATS * repeats,
         "max_rel_diff_lipxai_vs_captum": sig(rel_err(last["lipxai"], nhwc(last["captum"])))})
 
     # IG-64 (riemann_middle) chunk sweep and lipxai GL-16, in one interleaved group
