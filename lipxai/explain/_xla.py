@@ -9,11 +9,12 @@ import jax.numpy as jnp
 
 #: XLA CPU compile options that :func:`jit` requests (when this XLA knows them).
 #: ``xla_cpu_experimental_ynn_fusion_type=""`` turns off XLA CPU's YNNPACK fusions, so that
-#: convolutions and dots run on XLA's Eigen kernels.  Measured on the CNN of
-#: benchmarks/attributions.py (2 shared Xeon cores, load ~1, medians of 3 to 20 interleaved
-#: calls): saliency at batch 128 219 -> 152 us per image; SmoothGrad-32 at batch 128 (default
-#: chunk) 10.5 -> 5.7 ms per image, at batch 16 7.9 -> 5.4; IG-64 at batch 128 21.1 -> 11.1
-#: ms per image; saliency at batch 16 unchanged (0.23 ms).
+#: convolutions and dots run on XLA's Eigen kernels.  Measured with benchmarks/attributions.py
+#: (its MNIST CNN, default chunks; 2 shared Xeon cores, load 0.9-1.8), ms per image with
+#: ``jax.jit`` -> with :func:`jit`: batch 128: saliency 0.262 -> 0.165, SmoothGrad-32 10.5 ->
+#: 5.9, IG-64 20.5 -> 11.0; batch 16 (load ~1.2): saliency 0.35 -> 0.38 (no gain),
+#: SmoothGrad-32 7.3 -> 5.4, IG-64 15.2 -> 10.6.  Not applied unless asked for: the option
+#: is experimental, and its effect depends on the CPU and the model.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

@@ -72,14 +72,20 @@ def default_chunk(n: int, x_shape) -> int:
     So the default materialises at most ``DEFAULT_CHUNK * B`` noisy inputs / path points
     (with the model's activations and their gradients for them) at once on every backend.
 
-    Measured (benchmarks/attributions.py CNN on MNIST, 2 shared CPU cores at load ~5, so
-    +-15%): SmoothGrad-32 at batch 128 took 11.7 / 14.7 / 18.6 / 18.3 / 19.9 ms per image
-    with chunks of 1 / 2 / 4 / 8 / 16 samples (128 to 2048 examples, all unrolled), against
-    ~45 in a ``lax.scan``; at batch 16, 19.6 / 18.6 / 21.7 / 31.0 ms per image with chunks of
-    4 / 8 / 16 / 32 samples.  The compile time grows with the number of unrolled chunks
-    (IG-64 at batch 128: 1.1 s for 1 chunk, 1.8 s for 4 or 8, 2.6 s for 16, 5.8 s for 32),
-    hence :data:`MAX_UNROLLED_CHUNKS`.  Here batch 128 gets 4 samples per chunk (8 chunks of
-    512 examples) for SmoothGrad-32, 8 for IG-64; batch 16 gets 8 and 10.
+    Measured with benchmarks/attributions.py (its MNIST CNN; 2 shared Xeon cores, load 0.7
+    to 1.9, medians of 5 interleaved calls): SmoothGrad-32 at batch 128 took 10.5 / 10.9 /
+    11.3 / 11.9 ms per image with chunks of 4 / 8 / 16 / 32 samples (512 to 4096 examples;
+    Captum at the same memory: 13.4 ms at 4, 15.4 at 16; in a ``lax.scan``, 16 chunks of 2
+    samples took 1.7x as long as 8 unrolled chunks of 4, load ~6); at batch 16 (``--quick``,
+    load ~1.2), 7.3 / 8.5 / 11.3 ms per image at 8 / 16 / 32.  IG-64 at batch 128: 20.5 /
+    21.0 / 21.8 / 37.9 ms per image at 8 / 16 / 32 / 64 steps per chunk; at batch 16: 14.7 /
+    15.2 / 16.7 / 21.6 / 23.5 at 8 / 10 / 16 / 32 / 64.  Chunks of 1 or 2 samples (128 or
+    256 examples) were faster still in a sweep with 32 unrolled chunks (load ~5: 11.7 and
+    14.7 ms per image against 18.6 at 4 samples), but the compile time grows with the number
+    of unrolled chunks (IG-64 at batch 128, load ~5: 1.1 s for 1 chunk, 1.8 s for 4 or 8,
+    2.6 s for 16, 5.8 s for 32), hence :data:`MAX_UNROLLED_CHUNKS`.  This gives batch 128
+    chunks of 4 samples (8 chunks of 512 examples) for SmoothGrad-32 and 8 steps for IG-64;
+    batch 16, 8 and 10.
     """
     n = positive_int("n", n)
     if jax.default_backend() != "cpu":
