@@ -57,7 +57,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from importlib import metadata
@@ -70,8 +69,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import boundary, data
 from lipxai import explain as ex
-from lipxai import nn as lipxai_nn
 from lipxai.explain.gradients import DEFAULT_CHUNK, default_chunk
+
+from _common import cnn as jax_cnn  # noqa: E402  (the max-pool is lipxai.nn.max_pool)
+from _common import compile_jax, interleaved  # noqa: E402
 
 SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 IG_STEPS, SG_SAMPLES, SG_NOISE, GL_STEPS = 64, 32, 0.2, 16
@@ -148,20 +149,6 @@ def port_weights(model):
         "dense2": (np.ascontiguousarray(npy(dense2.weight).T), npy(dense2.bias)),
     }
     return jax.tree_util.tree_map(jnp.asarray, params)
-
-
-def jax_cnn(params, x):
-    """The torch CNN on NHWC inputs; max-pool 2x2 is lipxai.nn.max_pool (= flax.linen.max_pool)."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    for name in ("conv1", "conv2"):
-        w, b = params[name]
-        h = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
-        x = lipxai_nn.max_pool(jax.nn.relu(h + b), (2, 2), (2, 2))
-    x = x.reshape(x.shape[0], -1)
-    w, b = params["dense1"]
-    x = jax.nn.relu(x @ w + b)
-    w, b = params["dense2"]
-    return x @ w + b
 
 
 # torch reference of lipxai.boundary.search(method="pgd", norm="l2")
@@ -254,32 +241,6 @@ class TorchPGDLadder:
 
 
 # timing
-
-
-def interleaved(variants, repeats, warmup=()):
-    """Median seconds of one call per variant and each variant's last output.
-
-    The variants named in ``warmup`` are first called once untimed; then each repeat calls
-    every variant once, in turn.
-    """
-    for name in warmup:
-        variants[name]()
-    samples, last = {name: [] for name in variants}, {}
-    for _ in range(repeats):
-        for name, call in variants.items():
-            start = time.perf_counter()
-            last[name] = call()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}, last
-
-
-def compile_jax(fn, *args, jit=jax.jit):
-    """``jit(fn)`` compiled for ``args`` and warmed up; returns (blocking call, compile_s)."""
-    start = time.perf_counter()
-    compiled = jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    return (lambda: jax.block_until_ready(compiled(*args))), compile_s
 
 
 def log(message):

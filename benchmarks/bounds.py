@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from importlib import metadata
@@ -60,7 +59,8 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import bounds, data
-from lipxai import nn as lipxai_nn
+
+from _common import cnn, compile_jax, interleaved  # noqa: E402
 
 SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 EPSILONS = (1e-3, 1e-2)
@@ -99,33 +99,10 @@ def init_cnn(key):
     }
 
 
-def cnn(params, x):
-    """conv32-conv64-dense128 of benchmarks/attributions.py (NHWC, HWIO kernels)."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    for name in ("conv1", "conv2"):
-        w, b = params[name]
-        h = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
-        x = lipxai_nn.max_pool(jax.nn.relu(h + b), (2, 2), (2, 2))
-    x = x.reshape(x.shape[0], -1)
-    w, b = params["dense1"]
-    x = jax.nn.relu(x @ w + b)
-    w, b = params["dense2"]
-    return x @ w + b
-
-
 def cnn_flax_pool(params, x):
     """:func:`cnn` with flax.linen.max_pool (reduce_window_max; its gradient is XLA's
     select_and_scatter_add, which lipxai.bounds has a dedicated rule for)."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    for name in ("conv1", "conv2"):
-        w, b = params[name]
-        h = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
-        x = flax.linen.max_pool(jax.nn.relu(h + b), (2, 2), (2, 2))
-    x = x.reshape(x.shape[0], -1)
-    w, b = params["dense1"]
-    x = jax.nn.relu(x @ w + b)
-    w, b = params["dense2"]
-    return x @ w + b
+    return cnn(params, x, pool=flax.linen.max_pool)
 
 
 MODELS = {"mlp": (init_mlp, mlp, "784-1024-1024-10 ReLU MLP"),
@@ -190,26 +167,6 @@ def make_param_box_functions(fn):
 
 
 # timing
-
-
-def interleaved(variants, repeats):
-    """Median seconds of one call per variant (each repeat calls every variant once, in turn)."""
-    samples, last = {name: [] for name in variants}, {}
-    for _ in range(repeats):
-        for name, call in variants.items():
-            start = time.perf_counter()
-            last[name] = call()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}, last
-
-
-def compile_jax(fn, *args):
-    """``jax.jit(fn)`` compiled for ``args`` and warmed up; returns (blocking call, compile_s)."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    return (lambda: jax.block_until_ready(compiled(*args))), compile_s
 
 
 def log(message):

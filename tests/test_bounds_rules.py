@@ -11,7 +11,6 @@ in ``test_bounds_soundness.py``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -26,21 +25,7 @@ from jax import lax
 import lipxai.bounds as lb
 from lipxai.bounds import Interval, box, interval, is_interval
 
-
-def _fast_compile_options() -> dict:
-    """Compile options that make XLA compile 5-10x faster (see test_bounds_soundness)."""
-    for options in ({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
-                    {"xla_backend_optimization_level": 0}):
-        try:
-            jax.jit(lambda x: x + 1, compiler_options=options)(0.0)
-            return options
-        except Exception:  # an option this XLA does not know ("No such compile option")
-            continue
-    return {}
-
-
-#: ``jax.jit`` for the few larger programs here (compiling dominates their cost).
-fast_jit = functools.partial(jax.jit, compiler_options=_fast_compile_options())
+from _fast_compile import fast_jit
 
 
 def iv(lower, upper, dtype=np.float32) -> Interval:

@@ -47,6 +47,8 @@ from jax import lax
 import lipxai.nn as lnn
 from lipxai.bounds import Interval, box, interval, is_interval
 
+from _fast_compile import FAST_COMPILE
+
 N_SAMPLES = 1024
 ATOL = RTOL = 1e-5
 BOUND_RTOL = 1e-6  # float32 rounding of the bounds themselves (about 8 ulps)
@@ -93,23 +95,6 @@ def _excess(bounds, values):
         out = jnp.maximum(lower - tol - v, v - upper - tol)
         worst = jnp.maximum(worst, jnp.max(jnp.where(jnp.isnan(out), jnp.inf, out)))
     return worst
-
-
-def fast_compile_options() -> dict:
-    """XLA options that compile these programs 5-10x faster (compilation dominates the test
-    time; the programs still run in a fraction of a second): no backend optimisation, no
-    fusion emitters.  Options this XLA does not know are left out."""
-    for options in ({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
-                    {"xla_backend_optimization_level": 0}):
-        try:
-            jax.jit(lambda x: x + 1, compiler_options=options)(0.0)
-            return options
-        except Exception:  # an option this XLA does not know ("No such compile option")
-            continue
-    return {}
-
-
-FAST_COMPILE = fast_compile_options()
 
 
 @functools.cache

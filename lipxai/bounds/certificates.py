@@ -32,7 +32,8 @@ import numpy as np
 
 from lipxai._checks import floating_array, labels_for, non_negative, positive_int
 from lipxai.bounds.interpreter import interval
-from lipxai.bounds.interval import Interval, is_interval
+from lipxai.bounds.interval import Interval, as_interval
+from lipxai.bounds.rules import abs_bounds
 
 #: ``loss=`` names of :func:`gradient_bounds`; a callable ``loss(logits, target) -> [B]`` works too.
 SCORES = ("logit", "cross_entropy")
@@ -117,22 +118,17 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
     n_classes = jax.eval_shape(apply, params, x).shape[-1]
     target = labels_for("target", target, n_classes, x.shape[0])
     score = _score_fn(loss)
-    grad_x = jax.grad(lambda p, xs: jnp.sum(score(apply(p, xs), target)), argnums=1)
+
+    def logits_and_gradient(p, xs):
+        # one forward pass serves both outputs (interpreted once, not once per output)
+        logits, pullback = jax.vjp(lambda z: apply(p, z), xs)
+        (grad,) = pullback(jax.grad(lambda lg: jnp.sum(score(lg, target)))(logits))
+        return logits, grad
+
     boxes = (params_box, _input_box(x, eps, domain))
-    gradient = grad_x(params, x)
-    bounded = interval(grad_x)(*boxes)
-    logits = interval(apply)(*boxes)
-    if not is_interval(bounded):  # no box reached the gradient (constant gradient)
-        bounded = Interval(bounded, bounded)
-    if not is_interval(logits):
-        logits = Interval(logits, logits)
+    _, gradient = logits_and_gradient(params, x)
+    logits, bounded = (as_interval(v) for v in interval(logits_and_gradient)(*boxes))
     return GradientBounds(bounded.lower, bounded.upper, gradient, logits)
-
-
-def _abs_bounds(lower, upper):
-    straddles = (lower < 0) & (upper > 0)
-    small = jnp.where(straddles, 0.0, jnp.minimum(jnp.abs(lower), jnp.abs(upper)))
-    return small, jnp.maximum(jnp.abs(lower), jnp.abs(upper))
 
 
 def _count_at_least(sorted_values, thresholds, *, strict: bool):
@@ -177,7 +173,7 @@ def certify_explanation(bounds: GradientBounds, target=None, *, k: int = 20,
         raise ValueError(f"explanation must be 'saliency' or 'gradient', got {explanation!r}")
     flat = lambda a: a.reshape(batch, -1)
     g_lo, g_hi, g = flat(lower), flat(upper), flat(gradient)
-    imp_lo, imp_hi = _abs_bounds(g_lo, g_hi)
+    imp_lo, imp_hi = abs_bounds(Interval(g_lo, g_hi))
     imp = jnp.abs(g)
     if explanation == "saliency":
         dev = jnp.maximum(imp_hi - imp, imp - imp_lo)

@@ -25,7 +25,7 @@ from lipxai.bounds.interpreter import (
     eval_jaxpr,
     register_rule,
 )
-from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import Interval, as_interval, is_interval, lower_of, upper_of
 from lipxai.nn.pooling import UNIT_VECTORS_NAME
 
 lo, hi = lower_of, upper_of
@@ -162,17 +162,13 @@ register_rule("custom_vjp_call_jaxpr", lambda *args, fun_jaxpr, **params: eval_c
     fun_jaxpr, *args))
 
 
-def _promote(value) -> Interval:
-    return value if is_interval(value) else Interval(value, value)
-
-
 @register_rule("cond")
 def _cond(index, *operands, branches, **params):
     """``branches[index](*operands)``; an uncertain index gives the hull over the branches in
     ``[index_lo, index_hi]`` (clamped to the valid range, as ``lax.switch`` does)."""
 
     def run(closed):
-        return [_promote(v) for v in eval_closed(closed, *operands)]
+        return [as_interval(v) for v in eval_closed(closed, *operands)]
 
     if not is_interval(index):
         fns = [lambda ops, c=closed: run(c) for closed in branches]
@@ -225,13 +221,13 @@ def _scan(*args, jaxpr, num_consts, num_carry, length, reverse, **params):
                                                                           strict=True)]
         if not any(promote):
             break
-        init = [_promote(c) if p else c for c, p in zip(init, promote, strict=True)]
+        init = [as_interval(c) if p else c for c, p in zip(init, promote, strict=True)]
 
     def step(carry, x):
         new_carry, ys = body(carry, x)
-        new_carry = [_promote(n) if is_interval(c) else n
+        new_carry = [as_interval(n) if is_interval(c) else n
                      for n, c in zip(new_carry, carry, strict=True)]
-        return new_carry, [_promote(y) for y in ys]
+        return new_carry, [as_interval(y) for y in ys]
 
     carry, ys = lax.scan(step, init, list(xs), length=length, reverse=reverse)
     return list(carry) + list(ys)

@@ -159,8 +159,3 @@ def interval(fun: Callable) -> Callable:
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 
     return wrapped
-
-
-def as_interval(value) -> Interval:
-    """``value`` as an Interval (points become zero-width intervals)."""
-    return value if is_interval(value) else Interval(value, value)

@@ -77,10 +77,6 @@ class Interval:
         """``upper - lower``."""
         return self.upper - self.lower
 
-    def contains(self, value, tol: float = 0.0) -> jax.Array:
-        """Elementwise ``lower - tol <= value <= upper + tol``."""
-        return (self.lower - tol <= value) & (value <= self.upper + tol)
-
     def check(self) -> Interval:
         """Raise ``ValueError`` if (concrete) ``lower > upper`` anywhere; return ``self``."""
         lo, hi = np.asarray(self.lower), np.asarray(self.upper)
@@ -104,6 +100,18 @@ def point(value) -> Interval:
     """The zero-width interval ``[value, value]``."""
     value = jnp.asarray(value)
     return Interval(value, value)
+
+
+def as_interval(value) -> Interval:
+    """``value`` as an Interval (points become zero-width intervals)."""
+    return value if isinstance(value, Interval) else point(value)
+
+
+def greater(a, b, *, strict: bool) -> Interval:
+    """``a > b`` (strict) or ``a >= b`` as a three-valued boolean Interval: certainly true
+    if ``a_lo > b_hi``, possibly true if ``a_hi > b_lo`` (Intervals or points)."""
+    op = jnp.greater if strict else jnp.greater_equal
+    return Interval(op(lower_of(a), upper_of(b)), op(upper_of(a), lower_of(b)))
 
 
 def lower_of(value):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import Interval, as_interval, greater, is_interval
 
 
 def _var(atom):
@@ -30,11 +30,6 @@ def _var(atom):
 
 def _keepdims_shape(shape, axes):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
-
-
-def _ge(a, b) -> Interval:
-    return Interval(jnp.asarray(lower_of(a) >= upper_of(b)),
-                    jnp.asarray(upper_of(a) >= lower_of(b)))
 
 
 def is_max_along(value: Interval, axes) -> Interval:
@@ -84,7 +79,7 @@ class MaxFacts:
             a, b = self._read(me), self._read(rival)
             if np.shape(a) != eqn.outvars[0].aval.shape:
                 continue
-            return _ge(a, b) if name == "max" else _ge(b, a)
+            return greater(a, b, strict=False) if name == "max" else greater(b, a, strict=False)
         return None
 
     def _track_maximum(self, eqn):
@@ -116,8 +111,7 @@ class MaxFacts:
             u, axes, form = self._maxima[var]
             if form != "keepdims" or eqn.invars[mine] is not u:
                 continue
-            value = self._read(u)
-            value = value if is_interval(value) else Interval(value, value)
+            value = as_interval(self._read(u))
             self._indicators[eqn.outvars[0]] = axes
             return is_max_along(value, axes)
         return None

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from lipxai.bounds.interpreter import RULES, register_rule
-from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import Interval, greater, is_interval, lower_of, upper_of
 
 lo, hi = lower_of, upper_of
 
@@ -334,16 +334,10 @@ def _conv(a, b, **params):
 # --------------------------------------------------------------------------- logic
 
 
-def _compare(strict: bool, a, b):
-    """``a > b`` (strict) or ``a >= b`` as a three-valued Interval."""
-    op = jnp.greater if strict else jnp.greater_equal
-    return _interval(op(lo(a), hi(b)), op(hi(a), lo(b)))
-
-
-RULES["gt"] = lambda a, b: _compare(True, a, b)
-RULES["ge"] = lambda a, b: _compare(False, a, b)
-RULES["lt"] = lambda a, b: _compare(True, b, a)
-RULES["le"] = lambda a, b: _compare(False, b, a)
+RULES["gt"] = lambda a, b: greater(a, b, strict=True)
+RULES["ge"] = lambda a, b: greater(a, b, strict=False)
+RULES["lt"] = lambda a, b: greater(b, a, strict=True)
+RULES["le"] = lambda a, b: greater(b, a, strict=False)
 
 
 def _eq(a, b):
