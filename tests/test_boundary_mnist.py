@@ -5,11 +5,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from lipxai import boundary, data
 from lipxai.nn import zoo
+from lipxai.train import fit_cross_entropy
 
 N = 32
 
@@ -19,20 +19,8 @@ def _mnist_cnn():
     """A small ReLU CNN trained for 150 steps (31 of the 32 test images right), and 32 test images."""
     images, labels = data.load_split("mnist", "train")
     model = zoo.unconstrained_cnn(channels=(8, 16), dense=(32,))
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    opt = optax.adam(2e-3)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, x, y):
-        loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-        updates, state = opt.update(jax.grad(loss)(params), state)
-        return optax.apply_updates(params, updates), state
-
-    rng = np.random.default_rng(0)
-    for _ in range(150):
-        idx = rng.integers(0, len(images), 64)
-        params, state = step(params, state, data.preprocess(images[idx]), labels[idx])
+    params = fit_cross_entropy(model, data.preprocess(images), labels, steps=150, batch_size=64,
+                               lr=2e-3, key=jax.random.PRNGKey(0))
     test_images, test_labels = data.load_split("mnist", "test")
     fn = jax.tree_util.Partial(lambda p, z: model.apply(p, z), params)
     x = jnp.asarray(data.preprocess(test_images[:N]))

@@ -178,3 +178,111 @@ def test_robustness_with_the_same_noise(name, kind, scale, extra):
     size = {"radius": scale} if kind == "uniform" else {"noise": scale}
     ours = getattr(mx, name)(_explain, X, T, key=key, samples=samples, **size)
     rel_close(ours, ref)
+
+
+# ---------------------------------------------------------------------------------------
+# localisation, similarity and sanity checks (lipxai.metrics.localisation / similarity /
+# sanity) against Quantus and skimage
+# ---------------------------------------------------------------------------------------
+
+_mrng = np.random.default_rng(3)
+S = np.zeros((B, H, W), bool)  # a random box per example
+for _i in range(B):
+    _r, _c = _mrng.integers(0, 5, size=2)
+    _h, _w = _mrng.integers(2, 4, size=2)
+    S[_i, _r:_r + _h, _c:_c + _w] = True
+SQ = S[:, None].copy()  # NCHW
+AL = A.copy()  # the attributions' maximum inside the box for even examples
+for _i in range(0, B, 2):
+    _r, _c = np.argwhere(S[_i])[-1]
+    AL[_i, _r, _c, 0] = 5.0
+ALQ = AL.transpose(0, 3, 1, 2).copy()
+
+
+def test_localisation_metrics():
+    def q(metric, **call):
+        return np.asarray(_quantus(metric, s_batch=SQ, **{"a_batch": ALQ.copy(), **call}),
+                          np.float64)
+
+    pg = mx.pointing_game(AL, S)
+    rel_close(pg, q(quantus.PointingGame(**QUIET)))
+    np.testing.assert_array_equal(np.asarray(pg), np.arange(B) % 2 == 0)
+    rel_close(mx.relevance_mass(AL, S, positive=False),
+              q(quantus.RelevanceMassAccuracy(**QUIET)))
+    # Arras et al.'s positive relevance: Quantus on the positive part of the attribution
+    rel_close(mx.relevance_mass(AL, S),
+              q(quantus.RelevanceMassAccuracy(**QUIET), a_batch=np.maximum(ALQ, 0)))
+    rel_close(mx.relevance_rank(AL, S), q(quantus.RelevanceRankAccuracy(**QUIET)))
+    for k in (1, 10):
+        rel_close(mx.top_k_intersection(AL, S, k), q(quantus.TopKIntersection(k=k, **QUIET)))
+    rel_close(mx.attribution_localisation(AL, S), q(quantus.AttributionLocalisation(**QUIET)))
+    rel_close(mx.attribution_localisation(AL, S, absolute=False),
+              q(quantus.AttributionLocalisation(abs=False, positive_attributions=True,
+                                                **QUIET)))
+    # ROC-AUC of the attribution against the mask
+    rel_close(mx.human_alignment(AL, S.astype(np.float32), measure="auc"),
+              q(quantus.AUC(**QUIET)))
+
+
+def test_ssim_against_skimage():
+    from quantus.functions.similarity_func import ssim as quantus_ssim
+    from skimage.metrics import structural_similarity
+
+    A2 = (A + 0.5 * _mrng.normal(size=A.shape)).astype(np.float32)
+    maps, maps2 = A[..., 0].astype(np.float64), A2[..., 0].astype(np.float64)
+    ref = [structural_similarity(
+        maps[i], maps2[i], win_size=7, gaussian_weights=False,
+        data_range=max(maps[i].max(), maps2[i].max()) - min(maps[i].min(), maps2[i].min()))
+        for i in range(B)]
+    rel_close(mx.similarity.ssim(A, A2), ref)
+    rel_close(mx.similarity.ssim(A, A2), quantus_ssim(maps, maps2, batched=True))  # 2-D maps
+    rel_close(mx.similarity.ssim(A, A2, data_range=3.0),
+              [structural_similarity(maps[i], maps2[i], win_size=7, data_range=3.0)
+               for i in range(B)])
+
+
+def _apply(params, z):
+    """``fn`` with its parameters as a (Flax-like) pytree."""
+    h = jax.lax.conv_general_dilated(z, params["conv"]["kernel"], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jax.nn.relu(h + params["conv"]["bias"]).transpose(0, 3, 1, 2).reshape(z.shape[0], -1)
+    return h @ params["dense"]["kernel"] + params["dense"]["bias"]
+
+
+def _explain_params(params, z, t):
+    from lipxai import explain
+
+    return explain.saliency(lambda u: _apply(params, u), z, t)
+
+
+def _torch_saliency(model, inputs, targets, **kwargs):
+    inputs = torch.tensor(np.asarray(inputs), requires_grad=True)
+    out = model(inputs)
+    out[torch.arange(len(inputs)), torch.as_tensor(np.asarray(targets))].sum().backward()
+    return inputs.grad.detach().numpy()
+
+
+def test_model_randomization_with_quantus_draws():
+    # Quantus re-initialises each layer with torch.manual_seed(seed + 1), top down; give our
+    # model_randomization the same weights through its init hook
+    import copy
+
+    lin, conv = copy.deepcopy(NET[3]), copy.deepcopy(NET[0])
+    for module in (lin, conv):
+        torch.manual_seed(43)
+        module.reset_parameters()
+    by_shape = {
+        (3, 3, 1, 4): conv.weight.detach().numpy().transpose(2, 3, 1, 0),
+        (4,): conv.bias.detach().numpy(),
+        (4 * H * W, CLASSES): lin.weight.detach().numpy().T,
+        (CLASSES,): lin.bias.detach().numpy(),
+    }
+    params = {"conv": {"kernel": _KC, "bias": _BC}, "dense": {"kernel": _WL, "bias": _BL}}
+    rel_close(_apply(params, X), fn(X), 1e-6)
+    res = mx.model_randomization(_explain_params, params, X, T, key=jax.random.key(0),
+                                 init=lambda k, w: jnp.asarray(by_shape[tuple(w.shape)]))
+    ref = _quantus(quantus.MPRT(seed=42, normalise_func_kwargs=PER_EXAMPLE, **QUIET),
+                   a_batch=None, explain_func=_torch_saliency)
+    assert res.layers == ("dense", "conv") and list(ref)[1:] == ["3", "0"]
+    np.testing.assert_allclose(np.asarray(res.scores), np.stack([ref["3"], ref["0"]]),
+                               atol=1e-4)

@@ -27,6 +27,7 @@ computation, so that the random generator (slow to compile on CPU) is compiled o
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
 import jax
@@ -310,3 +311,24 @@ def max_normalise(a):
     axes = tuple(range(1, a.ndim))
     m = jnp.max(jnp.abs(a), axis=axes, keepdims=True)
     return jnp.where(m > 0, a / jnp.where(m > 0, m, 1), a)
+
+
+# ---------------------------------------------------------------------------------------
+# pixel maps (similarity, localisation)
+# ---------------------------------------------------------------------------------------
+
+
+def map_shape(shape) -> tuple:
+    """The shape of one example's pixel map: ``shape[1:-1]`` for rank >= 3 (the last axis
+    holds the channels), ``shape[1:]`` for rank 2 -- the convention of :func:`feature_values`."""
+    return tuple(shape[1:-1]) if len(shape) >= 3 else tuple(shape[1:])
+
+
+def n_features(shape, features: str) -> int:
+    """The number of features per example of a ``[B, ...]`` array (pixels or elements)."""
+    return math.prod(map_shape(shape) if features == "pixels" else tuple(shape[1:]))
+
+
+def pixel_map(a):
+    """``[B, *map_shape]``: ``a`` summed over its channel (last) axis when of rank >= 3."""
+    return a.sum(axis=-1) if a.ndim >= 3 else a

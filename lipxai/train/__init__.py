@@ -1,5 +1,6 @@
 """Training: train state, jitted data-parallel steps, orbax checkpoints and the loop."""
 
+from lipxai.train.baseline import fit_cross_entropy
 from lipxai.train.build import build_loss, build_model, build_optimizer
 from lipxai.train.loop import train
 from lipxai.train.sharding import data_mesh
@@ -12,6 +13,7 @@ __all__ = [
            "build_model",
            "build_optimizer",
            "data_mesh",
+           "fit_cross_entropy",
            "init_state",
            "make_predict",
            "make_train_step",

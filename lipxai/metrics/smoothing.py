@@ -1,0 +1,312 @@
+r"""``softplus_relu(fn, beta)``: replace every ReLU of a JAX function by a softplus.
+
+The saliency map of a ReLU network is piecewise constant in the input: its gradient (the
+second derivative of the network) is zero almost everywhere, so an attack that follows the
+gradient of an explanation cannot move.  Dombrowski et al. 2019, "Explanations can be
+manipulated and geometry is to blame" (NeurIPS), replace every ReLU by
+
+.. math:: \mathrm{softplus}_\beta(z) = \frac{1}{\beta}\log\big(1 + e^{\beta z}\big),
+
+which converges to :math:`\max(z, 0)` uniformly as :math:`\beta\to\infty`
+(:math:`0 \le \mathrm{softplus}_\beta(z) - \max(z, 0) \le \log 2 / \beta`), attack the
+smoothed network, and evaluate the result on the original one.
+
+:func:`softplus_relu` does this as a JAX *function transformation*, for any JAX function
+(not only lipxai or Flax models): it traces ``fn`` to a jaxpr on the shapes of its
+arguments and re-interprets it, equation by equation.  An equation ``max(z, 0)`` (``z``
+floating, the other operand a literal zero, a constant zero or a broadcast / reshape /
+conversion of one in the same jaxpr; either order) is what ``jax.nn.relu`` and
+``flax.linen.relu`` lower to, and is evaluated as ``softplus(beta * z) / beta`` (stable:
+``jax.nn.softplus``).  Every other equation is bound as usual.  Equations that carry
+sub-jaxprs are re-interpreted recursively when a sub-jaxpr contains a ReLU:
+
+* ``jit``, ``closed_call``, ``core_call``: the body is inlined;
+* ``custom_jvp_call`` / ``custom_vjp_call`` (``jax.nn.relu`` is a ``custom_jvp``): the body
+  is inlined *without* its custom derivative rule (which was written for the ReLU), so the
+  derivatives are those of the smoothed body;
+* ``remat`` / ``checkpoint``: re-wrapped in :func:`jax.checkpoint` (same policy);
+* ``cond``, ``scan``, ``while``: rebuilt with :func:`jax.lax.switch`, :func:`jax.lax.scan`,
+  :func:`jax.lax.while_loop` around the re-interpreted bodies.
+
+An equation whose sub-jaxprs contain no ReLU is bound unchanged (e.g. ``softplus`` itself,
+whose ``logaddexp`` body has a ``max`` with a zero passed in as an argument, or lipxai's
+max-pooling, which stays a max-pooling as in Dombrowski et al.).  Another higher-order
+primitive with a ReLU inside raises ``NotImplementedError`` naming it.  A ReLU written some
+other way (``jnp.where(z > 0, z, 0)``, ``z * (z > 0)``) is not recognised.
+
+With ``max_min=True`` every elementwise ``max(a, b)`` / ``min(a, b)`` of two floating
+operands is smoothed as well, as
+
+.. math:: \max(a, b) \approx b + \mathrm{softplus}_\beta(a - b), \qquad
+          \min(a, b) \approx a - \mathrm{softplus}_\beta(a - b)
+
+(ReLU is the case ``b = 0``; ``max + min = a + b`` is kept exactly): the GroupSort / MaxMin
+activations of 1-Lipschitz networks are piecewise linear too, so their saliency maps are as
+flat as a ReLU network's.  This smooths *every* such ``max`` / ``min`` of the program
+(clamps included), so use it on models, not on losses.
+
+The interpretation happens when the transformed function is called (it traces ``fn`` again
+on each call's shapes), with ordinary JAX operations, so the result composes with
+``jax.grad`` (to any order), ``jax.vmap`` and ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+
+__all__ = ["softplus_relu"]
+
+#: Primitives that only move / convert values: a zero in gives a zero out.
+_ZERO_PRESERVING = frozenset(
+    {"broadcast_in_dim", "convert_element_type", "reshape", "squeeze", "expand_dims", "copy",
+     "copy_p", "transpose"}
+)
+_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+          "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
+          "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr"}
+_REMAT = ("remat2", "checkpoint", "remat")
+
+
+def softplus_relu(fn: Callable, beta: float, *, max_min: bool = False) -> Callable:
+    r"""Return ``fn`` with every ReLU replaced by :math:`\log(1 + e^{\beta z}) / \beta`.
+
+    Dombrowski et al. 2019, "Explanations can be manipulated and geometry is to blame": the
+    second derivatives of a ReLU network vanish almost everywhere; those of the smoothed
+    network do not, so gradient attacks on its explanations can make progress.  The result
+    differs from ``fn`` by at most ``log(2) / beta`` per ReLU (times the Lipschitz constant
+    of what follows it) and converges to it as ``beta`` grows.
+
+    Args:
+      fn: any JAX-traceable function (arguments and outputs: pytrees of arrays).
+      beta: the inverse temperature :math:`\beta > 0` (Dombrowski et al. anneal it from
+        about 0.8 to 30 on MNIST-sized networks; larger is closer to ``fn``).
+      max_min: also smooth every elementwise ``max`` / ``min`` of two floating operands
+        (GroupSort / MaxMin; see the module docstring).
+
+    Returns:
+      A function with ``fn``'s signature, usable under ``jax.grad``, ``jax.vmap`` and
+      ``jax.jit``.  How ReLUs are recognised, and which sub-jaxprs are followed, is in the
+      module docstring.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if (not isinstance(beta, numbers.Real) or isinstance(beta, bool)
+            or not np.isfinite(beta) or not beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    smoother = _Smoother(float(beta), bool(max_min))
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+
+        def flat_fn(*flat):
+            a, k = jax.tree_util.tree_unflatten(treedef, flat)
+            return fn(*a, **k)
+
+        abstract = [jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) for v in leaves]
+        closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*abstract)
+        outs = smoother.eval_closed(closed, *leaves)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+
+    return wrapped
+
+
+def _is_zero_literal(var) -> bool:
+    if not isinstance(var, jcore.Literal):
+        return False
+    val = var.val
+    try:
+        return bool(np.all(np.asarray(val) == 0))
+    except Exception:  # a literal that numpy cannot read: not a zero we recognise
+        return False
+
+
+def _concrete_zero(value) -> bool:
+    if isinstance(value, jax.core.Tracer):
+        return False
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        return False
+    return arr.size > 0 and bool(np.all(arr == 0))
+
+
+def _floating(var) -> bool:
+    aval = getattr(var, "aval", None)
+    return aval is not None and jnp.issubdtype(aval.dtype, jnp.floating)
+
+
+def _sub_jaxprs(params) -> list:
+    """The (open) jaxprs among an equation's params (ClosedJaxpr, Jaxpr, or tuples of them)."""
+    out = []
+    for value in params.values():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, jcore.ClosedJaxpr):
+                out.append(v.jaxpr)
+            elif isinstance(v, jcore.Jaxpr):
+                out.append(v)
+    return out
+
+
+class _Smoother:
+    def __init__(self, beta: float, max_min: bool):
+        self.beta = beta
+        self.max_min = max_min
+        self._has = {}  # id(jaxpr) -> (jaxpr, bool): does it contain something to smooth
+
+    # ---- static analysis: which equations / sub-jaxprs hold a ReLU ----------------------
+
+    def _zero_vars(self, jaxpr, consts=None) -> set:
+        zeros = set()
+        if consts is not None:
+            # only constants that reach a max (directly or through a broadcast / reshape)
+            # are read back from the device
+            used = {v for eqn in jaxpr.eqns
+                    if eqn.primitive.name == "max" or eqn.primitive.name in _ZERO_PRESERVING
+                    for v in eqn.invars if not isinstance(v, jcore.Literal)}
+            zeros |= {v for v, c in zip(jaxpr.constvars, consts, strict=True)
+                      if v in used and _concrete_zero(c)}
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in _ZERO_PRESERVING and eqn.invars:
+                src = eqn.invars[0]
+                if _is_zero_literal(src) or src in zeros:
+                    zeros.update(eqn.outvars)
+        return zeros
+
+    def _is_relu(self, eqn, zeros) -> bool:
+        if eqn.primitive.name != "max" or len(eqn.invars) != 2:
+            return False
+        if not _floating(eqn.outvars[0]):
+            return False
+        a, b = eqn.invars
+        is_zero = lambda v: _is_zero_literal(v) or (not isinstance(v, jcore.Literal)
+                                                    and v in zeros)
+        return is_zero(a) != is_zero(b)
+
+    def _is_max_min(self, eqn) -> bool:
+        return (self.max_min and eqn.primitive.name in ("max", "min")
+                and len(eqn.invars) == 2 and _floating(eqn.outvars[0]))
+
+    def has_target(self, jaxpr, consts=None) -> bool:
+        key = id(jaxpr)
+        hit = self._has.get(key)
+        if hit is not None and hit[0] is jaxpr and consts is None:
+            return hit[1]
+        zeros = self._zero_vars(jaxpr, consts)
+        found = any(
+            self._is_relu(eqn, zeros) or self._is_max_min(eqn)
+            or any(self.has_target(sub) for sub in _sub_jaxprs(eqn.params))
+            for eqn in jaxpr.eqns
+        )
+        if consts is None:
+            self._has[key] = (jaxpr, found)
+        return found
+
+    # ---- evaluation ---------------------------------------------------------------------
+
+    def softplus(self, z):
+        beta = jnp.asarray(self.beta, z.dtype)
+        return jax.nn.softplus(beta * z) / beta
+
+    def eval_closed(self, closed, *args) -> list:
+        return self.eval_jaxpr(closed.jaxpr, closed.consts, *args)
+
+    def eval_jaxpr(self, jaxpr, consts, *args) -> list:
+        env = {}
+
+        def read(var):
+            return var.val if isinstance(var, jcore.Literal) else env[var]
+
+        for var, value in zip(jaxpr.constvars, consts, strict=True):
+            env[var] = value
+        for var, value in zip(jaxpr.invars, args, strict=True):
+            env[var] = value
+        zeros = self._zero_vars(jaxpr, consts)
+        for eqn in jaxpr.eqns:
+            invals = [read(v) for v in eqn.invars]
+            outvals = self._eval_eqn(eqn, invals, zeros)
+            if not eqn.primitive.multiple_results:
+                outvals = [outvals]
+            for var, value in zip(eqn.outvars, outvals, strict=True):
+                if not isinstance(var, jcore.DropVar):
+                    env[var] = value
+        return [read(v) for v in jaxpr.outvars]
+
+    def _eval_eqn(self, eqn, invals, zeros):
+        name = eqn.primitive.name
+        if self._is_relu(eqn, zeros):
+            a, b = eqn.invars
+            z = invals[1] if (_is_zero_literal(a) or a in zeros) else invals[0]
+            dtype = eqn.outvars[0].aval.dtype
+            return jnp.broadcast_to(self.softplus(jnp.asarray(z, dtype)),
+                                    eqn.outvars[0].aval.shape)
+        if self._is_max_min(eqn):
+            dtype = eqn.outvars[0].aval.dtype
+            a, b = (jnp.asarray(v, dtype) for v in invals)
+            s = self.softplus(a - b)
+            out = b + s if name == "max" else a - s
+            return jnp.broadcast_to(out, eqn.outvars[0].aval.shape)
+        subs = _sub_jaxprs(eqn.params)
+        if subs and any(self.has_target(sub) for sub in subs):
+            return self._eval_higher_order(eqn, invals)
+        return _bind(eqn, invals)
+
+    def _eval_higher_order(self, eqn, invals):
+        name, params = eqn.primitive.name, eqn.params
+        if name in _CALLS:
+            # custom_jvp / custom_vjp: the body without its derivative rule
+            return self._eval_any(params[_CALLS[name]], invals)
+        if name in _REMAT:
+            body = params["jaxpr"]
+            kwargs = {k: params[k] for k in ("prevent_cse", "policy") if k in params}
+            return jax.checkpoint(lambda *a: self._eval_any(body, a), **kwargs)(*invals)
+        if name == "cond":
+            index, ops = invals[0], invals[1:]
+            branches = [functools.partial(self._branch, br) for br in params["branches"]]
+            return list(lax.switch(index, branches, *ops))
+        if name == "scan":
+            nconst, ncarry = params["num_consts"], params["num_carry"]
+            body = params["jaxpr"]
+            consts, init, xs = (invals[:nconst], invals[nconst:nconst + ncarry],
+                                invals[nconst + ncarry:])
+
+            def step(carry, x):
+                outs = self._eval_any(body, [*consts, *carry, *x])
+                return outs[:ncarry], outs[ncarry:]
+
+            carry, ys = lax.scan(step, list(init), list(xs), length=params["length"],
+                                 reverse=params["reverse"], unroll=params.get("unroll", 1))
+            return list(carry) + list(ys)
+        if name == "while":
+            cn, bn = params["cond_nconsts"], params["body_nconsts"]
+            cconsts, bconsts, init = invals[:cn], invals[cn:cn + bn], invals[cn + bn:]
+            cond_fn = lambda c: self._eval_any(params["cond_jaxpr"], [*cconsts, *c])[0]
+            body_fn = lambda c: self._eval_any(params["body_jaxpr"], [*bconsts, *c])
+            return list(lax.while_loop(cond_fn, body_fn, list(init)))
+        raise NotImplementedError(
+            f"lipxai.metrics.softplus_relu: a ReLU inside the higher-order primitive "
+            f"'{name}' cannot be replaced (supported: {sorted(set(_CALLS) | set(_REMAT))}, "
+            "cond, scan, while)"
+        )
+
+    def _branch(self, closed, *ops):
+        return self._eval_any(closed, ops)
+
+    def _eval_any(self, body, args) -> list:
+        if isinstance(body, jcore.ClosedJaxpr):
+            return self.eval_closed(body, *args)
+        return self.eval_jaxpr(body, (), *args)
+
+
+def _bind(eqn, invals):
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.8: a pair
+    return eqn.primitive.bind(*subfuns, *invals, **params)
