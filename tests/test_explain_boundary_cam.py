@@ -588,22 +588,45 @@ def test_counterfactual_one_lipschitz():
     cf = ex.counterfactual(fn, x, t, t=1.1)
     # A GroupSort network with orthogonal layers is gradient-norm preserving: every margin
     # f_t - f_j has gradient norm sqrt(2), the closest linearised class is the runner-up and
-    # the step is exactly t times the certified radius (top1 - top2) / sqrt(2).
-    close(cf.distances, 1.1 * np.asarray(radius(logits)), rtol=1e-4)
-    np.testing.assert_array_equal(cf.classes, jnp.argsort(logits, axis=1)[:, -2])
+    # its step is exactly t times the certified radius (top1 - top2) / sqrt(2).
+    runner_up = ex.counterfactual(fn, x, t, t=1.1, to=jnp.argsort(logits, axis=1)[:, -2])
+    close(runner_up.distances, 1.1 * np.asarray(radius(logits)), rtol=1e-4)
+    # On this untrained random net the certificate is not tight, so the runner-up's step
+    # does not always cross: measured 27/32 = 84% flipped (69-84% over other seeds), not the
+    # >= 95% expected of an HKR-trained net where the transport plan is exact.  The default
+    # keeps the runner-up where its step crosses (the closest) and otherwise takes the
+    # closest other class whose step crosses.
+    kept = np.asarray(runner_up.flipped)
+    assert 0.6 <= kept.mean() < 1, kept.mean()
+    np.testing.assert_array_equal(np.asarray(cf.classes)[kept], np.asarray(runner_up.classes)[kept])
+    close(np.asarray(cf.distances)[kept], np.asarray(runner_up.distances)[kept])
+    assert np.all(np.asarray(cf.distances)[~kept] >= np.asarray(runner_up.distances)[~kept])
+    flipped = np.asarray(cf.flipped)
+    assert flipped.mean() > kept.mean(), (flipped.mean(), kept.mean())
     r = boundary.search(fn, x, t, method="pgd", eps_max=10.0)
     assert bool(r.success.all())
-    flipped = np.asarray(cf.flipped)
     ratio = np.asarray(cf.distances) / np.asarray(r.distances)
-    # On this untrained random net the certificate is not tight, so t = 1.1 does not always
-    # cross: measured 27/32 = 84% flipped (69-84% over other seeds; 100% at t = 2 here),
-    # not the >= 95% expected of an HKR-trained net where the transport plan is exact.
-    # Where it flips it is near-optimal: distance <= 1.1 x the PGD distance (measured
-    # 1.08-1.10 x), since PGD can never beat the certified radius.
-    assert flipped.mean() >= 0.8, flipped.mean()
-    assert np.all(ratio[flipped] <= 1.1 * (1 + 1e-3)), ratio[flipped]
+    # where the runner-up flips, near-optimal: distance <= 1.1 x the PGD distance (measured
+    # 1.08-1.10 x), since PGD can never beat the certified radius
+    assert np.all(ratio[kept] <= 1.1 * (1 + 1e-3)), ratio[kept]
     assert np.all(ratio[flipped] >= 1.0), ratio[flipped]
     assert bool(ex.counterfactual(fn, x, t, t=2.0).flipped.mean() >= 0.95)
+
+
+def test_counterfactual_takes_the_closest_step_that_crosses():
+    # f0 = 0, f1 = x1 - 1 - 2 x1^2 (m_1 = 1 - x1 + 2 x1^2 > 0 everywhere: the linearised
+    # closest class 1, at distance 1, is never reached), f2 = x2 - 2 (linear, distance 2)
+    def fn(z):
+        z1, z2 = z[:, 0], z[:, 1]
+        return jnp.stack([0 * z1, z1 - 1 - 2 * z1 ** 2, z2 - 2], axis=1)
+
+    x, t = jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32)
+    cf = ex.counterfactual(fn, x, t, t=1.1)
+    assert int(cf.classes[0]) == 2 and bool(cf.flipped[0])
+    close(cf.points, [[0.0, 2.2]], atol=1e-6)
+    # t <= 1 is not meant to cross: the linearised closest class
+    assert int(ex.counterfactual(fn, x, t, t=1.0).classes[0]) == 1
+    assert not bool(ex.counterfactual(fn, x, t, t=1.1, to=jnp.ones((1,), jnp.int32)).flipped[0])
 
 
 def test_counterfactual_search():

