@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import time
+from importlib import metadata
 
 import jax
 
+from lipxai import data
 from lipxai import nn as lipxai_nn
 
 
@@ -50,3 +54,39 @@ def compile_jax(fn, *args, jit=jax.jit):
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))
     return (lambda: jax.block_until_ready(compiled(*args))), compile_s
+
+
+def versions(*names):
+    """``{package: installed version}``."""
+    return {name: metadata.version(name) for name in names}
+
+
+def timing_parser(doc, *, batch, repeats, quick_batch=16, quick_repeats=2, quick_extra=""):
+    """An argument parser with ``--quick``, ``--batch`` and ``--repeats`` (the description is
+    ``doc``'s first line); resolve them with :func:`batch_and_repeats`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"batch {quick_batch}, {quick_repeats} repeats{quick_extra}")
+    parser.add_argument("--batch", type=int, help=f"images per call (default {batch}, quick {quick_batch})")
+    parser.add_argument("--repeats", type=int,
+                        help=f"interleaved repeats (default {repeats}, quick {quick_repeats})")
+    parser.set_defaults(_sizes=(batch, repeats, quick_batch, quick_repeats))
+    return parser
+
+
+def batch_and_repeats(args):
+    """``(batch, repeats)`` from the arguments of a :func:`timing_parser`."""
+    batch, repeats, quick_batch, quick_repeats = args._sizes
+    return (args.batch or (quick_batch if args.quick else batch),
+            args.repeats or (quick_repeats if args.quick else repeats))
+
+
+def mnist_test_images(batch):
+    """The first ``batch`` real MNIST test images, preprocessed (NHWC float32 in [0, 1]), and
+    their labels; exits with tfds' message when MNIST is not prepared (never random data)."""
+    try:
+        images, labels = data.load_split("mnist", "test")
+    except data.DatasetNotFoundError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
+    return data.preprocess(images[:batch]), labels[:batch]

@@ -53,13 +53,11 @@ check load_average_1min. Prints one JSON object (progress goes to stderr).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import jax
@@ -72,7 +70,8 @@ from lipxai import explain as ex
 from lipxai.explain.gradients import DEFAULT_CHUNK, default_chunk
 
 from _common import cnn as jax_cnn  # noqa: E402  (the max-pool is lipxai.nn.max_pool)
-from _common import compile_jax, interleaved  # noqa: E402
+from _common import batch_and_repeats, compile_jax, interleaved, timing_parser, versions  # noqa: E402
+from _common import mnist_test_images  # noqa: E402
 
 SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 IG_STEPS, SG_SAMPLES, SG_NOISE, GL_STEPS = 64, 32, 0.2, 16
@@ -133,6 +132,18 @@ def train_torch(torch, model, steps):
         optimizer.step()
     model.eval()
     return time.perf_counter() - start
+
+
+def trained_torch_cnn(torch, steps):
+    """:func:`torch_cnn` after :func:`train_torch`, in eval mode with frozen weights
+    (explanations need input gradients only); returns (model, training seconds)."""
+    model = torch_cnn(torch)
+    log(f"training {steps} steps")
+    seconds = train_torch(torch, model, steps)
+    model = model.float().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, seconds
 
 
 def port_weights(model):
@@ -285,23 +296,14 @@ def summarise(times, batch, lipxai_default, captum_matched, extra=None):
     return {**out, **(extra or {})}
 
 
-def versions():
-    names = ["jax", "jaxlib", "flax", "numpy", "torch", "captum"]
-    return {name: metadata.version(name) for name in names}
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 16, 2 repeats")
-    parser.add_argument("--batch", type=int, help="images per call (default 128, quick 16)")
-    parser.add_argument("--repeats", type=int, help="interleaved repeats (default 5, quick 2)")
+    parser = timing_parser(__doc__, batch=128, repeats=5)
     parser.add_argument("--boundary-batch", type=int, default=32,
                         help="images of the boundary search (at most --batch; default 32)")
     parser.add_argument("--train-steps", type=int, default=100,
                         help="Adam steps on MNIST train before explaining (0: untrained weights)")
     args = parser.parse_args()
-    batch = args.batch or (16 if args.quick else 128)
-    repeats = args.repeats or (2 if args.quick else 5)
+    batch, repeats = batch_and_repeats(args)
     if min(batch, repeats, args.boundary_batch) < 1 or args.train_steps < 0:
         parser.error("--batch, --repeats and --boundary-batch must be >= 1, --train-steps >= 0")
     torch, captum_attr = import_peers()
@@ -309,19 +311,8 @@ def main():
     torch.set_num_threads(threads)
     load_at_start = os.getloadavg()[0]
 
-    try:
-        images, labels = data.load_split("mnist", "test")
-    except data.DatasetNotFoundError as error:
-        print(error, file=sys.stderr)
-        sys.exit(1)
-    x_np = data.preprocess(images[:batch])
-
-    model = torch_cnn(torch)
-    log(f"training {args.train_steps} steps")
-    train_s = train_torch(torch, model, args.train_steps)
-    model = model.float().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)  # attributions need input gradients only
+    x_np, labels = mnist_test_images(batch)
+    model, train_s = trained_torch_cnn(torch, args.train_steps)
     params = port_weights(model)
 
     x_t = nchw(torch, x_np)
@@ -507,7 +498,7 @@ def main():
     if args.train_steps == 0:
         notes.append("weights are untrained (torch default init, seed 0)")
 
-    accuracy = float(np.mean(target_np == labels[:batch]))
+    accuracy = float(np.mean(target_np == labels))
     out = {
         "benchmark": "attributions",
         "model": "conv32-relu-maxpool-conv64-relu-maxpool-dense128-relu-dense10 (3x3, padding 1)",
@@ -522,7 +513,7 @@ def main():
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "jax_backend": jax.default_backend(), "jax_device": jax.devices()[0].device_kind,
-        "versions": versions(),
+        "versions": versions("jax", "jaxlib", "flax", "numpy", "torch", "captum"),
         "lipxai_compile_s": {k: round(v, 2) for k, v in compile_s.items()},
         "methods": methods,
         "summary": {name: {k: m[k] for k in ("lipxai_s_per_image", "captum_s_per_image", "ratio",

@@ -43,12 +43,10 @@ object (progress goes to stderr).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import flax.linen
@@ -60,7 +58,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import bounds, data
 
-from _common import cnn, compile_jax, interleaved  # noqa: E402
+from _common import batch_and_repeats, cnn, compile_jax, interleaved, timing_parser, versions  # noqa: E402
 
 SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 EPSILONS = (1e-3, 1e-2)
@@ -192,10 +190,6 @@ def widths(interval, nominal):
             "finite": bool(np.isfinite(width).all())}
 
 
-def versions():
-    return {name: metadata.version(name) for name in ("jax", "jaxlib", "flax", "numpy")}
-
-
 def bench_model(name, args, batch, repeats, images, labels, x, train_data):
     init, fn, description = MODELS[name]
     params = init(jax.random.PRNGKey(SEED))
@@ -259,17 +253,13 @@ def bench_model(name, args, batch, repeats, images, labels, x, train_data):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 16, 3 repeats, 20 training steps")
-    parser.add_argument("--batch", type=int, help="images per call (default 128, quick 16)")
-    parser.add_argument("--repeats", type=int, help="interleaved repeats (default 7, quick 3)")
+    parser = timing_parser(__doc__, batch=128, repeats=7, quick_repeats=3,
+                           quick_extra=", 20 training steps")
     parser.add_argument("--train-steps", type=int,
                         help="Adam steps on MNIST train (default 100, quick 20; 0: random init)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn,cnn_flax_pool (default mlp,cnn)")
     args = parser.parse_args()
-    batch = args.batch or (16 if args.quick else 128)
-    repeats = args.repeats or (3 if args.quick else 7)
+    batch, repeats = batch_and_repeats(args)
     if args.train_steps is None:
         args.train_steps = 20 if args.quick else 100
     models = [m for m in args.models.split(",") if m]
@@ -297,7 +287,7 @@ def main():
         "cpu_count": os.cpu_count(),
         "load_average_1min": {"start": round(load_at_start, 2),
                               "end": round(os.getloadavg()[0], 2)},
-        "versions": versions(),
+        "versions": versions("jax", "jaxlib", "flax", "numpy"),
         "models": results,
     }, indent=1))
 

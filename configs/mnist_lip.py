@@ -24,4 +24,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = dict(batch_size=256, num_steps=2300, log_every=50, eval_every=2300, checkpoint_every=575,
                    eval_examples=0)
     c.certify = dict(eps=(0.5, 1.0, 1.58))
+    c.evaluate = dict(n=256, methods=("saliency", "ig", "smoothgrad"),
+                      metrics=("deletion", "insertion", "sparseness", "stability"), samples=10)
     return ml_collections.ConfigDict(c)

@@ -1,4 +1,4 @@
-"""The ``lipxai`` command: train, certify, explain, quickstart, prepare-data."""
+"""The ``lipxai`` command: train, certify, explain, evaluate, quickstart, prepare-data."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ QUICKSTART_CONFIG = "mnist_lip.py"
 EXPLAIN_METHODS = ("saliency", "gradient_x_input", "ig", "idgi", "smoothgrad", "vargrad", "gradcam",
                    "gradcam++", "bsm", "big", "counterfactual")
 DEFAULT_EXPLAIN = ("saliency", "ig", "smoothgrad", "big", "counterfactual")
+#: ``lipxai evaluate --metrics`` choices (the keys of :data:`lipxai.run_evaluate.METRICS`).
+EVALUATE_METRICS = ("deletion", "insertion", "pixel_flipping", "mufidelity", "infidelity",
+                    "completeness", "sparseness", "complexity", "max_sensitivity",
+                    "avg_sensitivity", "local_lipschitz", "stability")
+DEFAULT_EVALUATE_METHODS = ("saliency", "ig", "smoothgrad", "big")
+DEFAULT_EVALUATE_METRICS = ("deletion", "insertion", "mufidelity", "sparseness", "max_sensitivity",
+                            "stability")
 
 
 class UsageError(ValueError):
@@ -80,6 +87,28 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("--seed", type=int, default=0, help="seed of the SmoothGrad noise")
     expl.set_defaults(handler=_explain)
 
+    ev = sub.add_parser("evaluate", help="explanation metrics per method -> DIR/evaluate.{json,md} and plots",
+                        description="Explain the first N images of a split (predicted class) with each "
+                                    "method and score the attributions with each metric.")
+    ev.add_argument("workdir")
+    ev.add_argument("--methods", default=",".join(DEFAULT_EVALUATE_METHODS),
+                    help="comma-separated, from: " + ", ".join(m for m in EXPLAIN_METHODS if m != "counterfactual")
+                    + f" (default {','.join(DEFAULT_EVALUATE_METHODS)})")
+    ev.add_argument("--metrics", default=",".join(DEFAULT_EVALUATE_METRICS),
+                    help="comma-separated, from: " + ", ".join(EVALUATE_METRICS)
+                    + f" (default {','.join(DEFAULT_EVALUATE_METRICS)})")
+    ev.add_argument("--n", type=int, default=256, help="number of images (default 256)")
+    ev.add_argument("--samples", type=int, default=20,
+                    help="draws of the sampled metrics (MuFidelity subsets, sensitivity and "
+                         "stability noise; default 20)")
+    ev.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--search", default="pgd", choices=("pgd", "deepfool", "cw", "transport", "all"),
+                    help="boundary search used by bsm and big (default pgd)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the noise and random subsets")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ev.set_defaults(handler=_evaluate)
+
     quick = sub.add_parser("quickstart", help="train, certify and report a 1-Lipschitz CNN on MNIST",
                            epilog="Any key of configs/mnist_lip.py can be overridden: --config.train.num_steps=500")
     quick.add_argument("--workdir", default=os.path.join("runs", "quickstart"))
@@ -121,13 +150,8 @@ def _parse_eps(text: str):
 
 
 def _certify(args, overrides) -> int:
-    from lipxai.run import load_run
     from lipxai.run_certify import certify_run, format_table, write_certify_json
 
-    if not os.path.isdir(args.workdir):
-        from lipxai.run import RunNotFoundError
-
-        raise RunNotFoundError(f"workdir {args.workdir} does not exist")
     if args.explanation:
         if args.k < 1:
             raise UsageError(f"--k must be >= 1, got {args.k}")
@@ -137,7 +161,7 @@ def _certify(args, overrides) -> int:
         eps = (0.5, 1.0, 1.58)
     else:
         eps = _parse_eps(args.eps or "0.5,1.0,1.58")
-    run = load_run(args.workdir)
+    run = _existing_run(args.workdir)
     result, *_ = certify_run(run, eps=eps, split=args.split, n=args.n)
     print(format_table(result))
     if args.explanation:
@@ -150,24 +174,48 @@ def _certify(args, overrides) -> int:
     return 0
 
 
-def _explain(args, overrides) -> int:
+def _usage(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with a ``ValueError`` reported as a bad command-line value."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _existing_run(workdir):
     from lipxai.run import RunNotFoundError, load_run
+
+    if not os.path.isdir(workdir):
+        raise RunNotFoundError(f"workdir {workdir} does not exist")
+    return load_run(workdir)
+
+
+def _explain(args, overrides) -> int:
     from lipxai.run_explain import explain_run, parse_methods, plot_explanations
 
-    try:
-        methods = parse_methods(args.method)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if not os.path.isdir(args.workdir):
-        raise RunNotFoundError(f"workdir {args.workdir} does not exist")
-    run = load_run(args.workdir)
-    try:
-        result = explain_run(run, methods, n=args.n, split=args.split, seed=args.seed, search=args.search)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    methods = _usage(parse_methods, args.method)
+    run = _existing_run(args.workdir)
+    result = _usage(explain_run, run, methods, n=args.n, split=args.split, seed=args.seed,
+                    search=args.search)
     out = args.out or os.path.join(args.workdir, "explanations.png")
     plot_explanations(out, result)
     print(f"written {out}")
+    return 0
+
+
+def _evaluate(args, overrides) -> int:
+    from lipxai.run_evaluate import (ATTRIBUTION_METHODS, METRICS, evaluate_run, format_table,
+                                     parse_names, write_evaluation)
+
+    methods = _usage(parse_names, args.methods, ATTRIBUTION_METHODS, "--methods")
+    metric_names = _usage(parse_names, args.metrics, METRICS, "--metrics")
+    run = _existing_run(args.workdir)
+    result = _usage(evaluate_run, run, methods, metric_names, n=args.n, split=args.split,
+                    seed=args.seed, samples=args.samples, batch=args.batch, search=args.search,
+                    progress=not args.no_progress)
+    print(format_table(result))
+    paths = write_evaluation(result, args.workdir)
+    print("written " + ", ".join(paths.values()))
     return 0
 
 
@@ -199,9 +247,26 @@ def _quickstart(args, overrides) -> int:
     print(format_table(result))
     write_certify_json(result, args.workdir)
     plot_explanations(os.path.join(args.workdir, "explanations.png"), explain_run(run, n=8))
-    report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds)
+    evaluation = _quickstart_evaluation(run, config)
+    report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds,
+                                     evaluation=evaluation)
     print(f"report written to {report}")
     return 0
+
+
+def _quickstart_evaluation(run, config):
+    """The explanation metrics of the quickstart report (``config.evaluate``), written to
+    ``evaluate.{json,md}`` and plots; ``None`` when the config has no ``evaluate`` section."""
+    from lipxai.run_evaluate import evaluate_run, format_table, write_evaluation
+
+    if "evaluate" not in config:
+        return None
+    ev = config.evaluate
+    result = evaluate_run(run, tuple(ev.methods), tuple(ev.metrics), n=ev.n, samples=ev.samples,
+                          progress=True)
+    print(format_table(result))
+    write_evaluation(result, run.workdir)
+    return result
 
 
 def _prepare_if_missing(name: str, data_dir) -> None:

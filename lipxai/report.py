@@ -13,6 +13,7 @@ import numpy as np
 
 from lipxai import certify
 from lipxai.run_certify import format_table
+from lipxai.run_evaluate import format_table as format_metrics
 
 
 def certified_accuracy_curve(logits, labels, lipschitz: float, eps_max: float = 3.0, points: int = 61):
@@ -50,9 +51,11 @@ def plot_examples(path: str, images, labels, logits, lipschitz: float, count: in
     plt.close(fig)
 
 
-def write_quickstart_report(workdir: str, result: dict, images, labels, logits, *, train_seconds: float) -> str:
+def write_quickstart_report(workdir: str, result: dict, images, labels, logits, *, train_seconds: float,
+                            evaluation: dict | None = None) -> str:
     """Write ``report.md``, ``certified_accuracy.png`` and ``examples.png`` into ``workdir``
-    (the report also shows ``explanations.png`` when it is there)."""
+    (the report also shows ``explanations.png`` when it is there, and the table of
+    explanation metrics of :func:`lipxai.run_evaluate.evaluate_run` when given)."""
     plot_curve(os.path.join(workdir, "certified_accuracy.png"), logits, labels, result)
     plot_examples(os.path.join(workdir, "examples.png"), images, labels, logits, result["lipschitz_upper"])
     last_train = _last_record(os.path.join(workdir, "metrics.jsonl"), "train")
@@ -87,6 +90,19 @@ def write_quickstart_report(workdir: str, result: dict, images, labels, logits, 
             "![explanations](explanations.png)",
             "",
         ]
+    if evaluation is not None:
+        lines += [
+            "## Explanation metrics",
+            "",
+            f"Attributions of the predicted class on the first {evaluation['n']} test images, scored",
+            "by `lipxai.metrics` (mean ± standard error; ↑ higher is better, ↓ lower is better;",
+            f"sampled metrics use {evaluation['samples']} draws). `lipxai evaluate` computes more.",
+            "",
+            format_metrics(evaluation),
+            "",
+        ]
+        if os.path.exists(os.path.join(workdir, "evaluate_curves.png")):
+            lines += ["![faithfulness curves](evaluate_curves.png)", ""]
     path = os.path.join(workdir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -20,12 +20,17 @@ def lipxai(*args, env_extra=None):
 def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     workdir = tmp_path / "quick"
     out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
-                 "--config.train.eval_every=30")
+                 "--config.train.eval_every=30", "--config.evaluate.n=6", "--config.evaluate.samples=2")
     assert out.returncode == 0, out.stderr[-2000:]
     for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl",
-                 "explanations.png"):
+                 "explanations.png", "evaluate.json", "evaluate_curves.png"):
         assert (workdir / name).exists(), name
-    assert "explanations.png" in (workdir / "report.md").read_text()
+    report = (workdir / "report.md").read_text()
+    assert "explanations.png" in report and "| smoothgrad |" in report
+    evaluation = json.loads((workdir / "evaluate.json").read_text())
+    assert evaluation["n"] == 6 and set(evaluation["results"]) == {"saliency", "ig", "smoothgrad"}
+    deletion = evaluation["results"]["ig"]["deletion"]
+    assert 0 <= deletion["mean"] <= 1 and deletion["nan"] == 0
     result = json.loads((workdir / "certify.json").read_text())
     assert set(result["certified_accuracy"]) == {"0.5", "1.0", "1.58"}
     assert result["n"] == 10000
@@ -76,7 +81,7 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "certify", "explain", "quickstart", "prepare-data"])
+@pytest.mark.parametrize("command", ["train", "certify", "explain", "evaluate", "quickstart", "prepare-data"])
 def test_help_everywhere(command):
     out = lipxai(command, "--help")
     assert out.returncode == 0 and "usage: lipxai" in out.stdout

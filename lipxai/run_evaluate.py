@@ -1,0 +1,275 @@
+"""Evaluate the explanations of a trained run: a table of metrics per method, curves and bars.
+
+``lipxai evaluate RUN_DIR --methods saliency,ig --metrics deletion,stability --n 256`` explains
+the first ``n`` images of a split (the predicted class, as ``lipxai explain``) with each method
+and scores the attributions with each metric of :mod:`lipxai.metrics`.  Examples are processed
+in batches (a progress bar counts batches x methods); random metrics draw their perturbations
+from the same key for every batch, so a score does not depend on the batch an example falls in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lipxai import data, metrics
+from lipxai.cli import DEFAULT_EVALUATE_METHODS as DEFAULT_METHODS
+from lipxai.cli import DEFAULT_EVALUATE_METRICS as DEFAULT_METRICS
+from lipxai.run_explain import METHODS as EXPLAIN_METHODS
+from lipxai.run_explain import attribute, exported_apply
+
+
+class Inputs(NamedTuple):
+    """What a metric may use: the model, a batch, its attributions and the explanation
+    function that produced them (``explain_fn(x, target)``, for the robustness metrics)."""
+
+    fn: Callable
+    x: jax.Array
+    target: jax.Array
+    attributions: jax.Array
+    explain_fn: Callable
+    key: jax.Array
+    samples: int
+
+
+class Metric(NamedTuple):
+    group: str
+    better: str  # "lower" or "higher"
+    compute: Callable  # Inputs -> float[B], or (float[B], curve float[B, K])
+
+
+def _deletion(i):
+    return metrics.deletion(i.fn, i.x, i.target, i.attributions, steps=28, return_curve=True)
+
+
+def _insertion(i):
+    return metrics.insertion(i.fn, i.x, i.target, i.attributions, steps=28, return_curve=True)
+
+
+def _pixel_flipping(i):
+    return metrics.pixel_flipping(i.fn, i.x, i.target, i.attributions, features_per_step=28,
+                                  features="pixels", return_curve=True)
+
+
+#: ``--metrics`` names (:data:`lipxai.cli.EVALUATE_METRICS`).  Deletion and insertion use 28 steps (a row of an MNIST image per
+#: step) and keep their curves; the sampled metrics use ``--samples`` draws.
+METRICS = {
+    "deletion": Metric("faithfulness", "lower", _deletion),
+    "insertion": Metric("faithfulness", "higher", _insertion),
+    "pixel_flipping": Metric("faithfulness", "lower", _pixel_flipping),
+    "mufidelity": Metric("faithfulness", "higher", lambda i: metrics.mufidelity(
+        i.fn, i.x, i.target, i.attributions, key=i.key, samples=i.samples)),
+    "infidelity": Metric("faithfulness", "lower", lambda i: metrics.infidelity(
+        i.fn, i.x, i.target, i.attributions, key=i.key, samples=i.samples)),
+    "completeness": Metric("faithfulness", "lower", lambda i: metrics.completeness(
+        i.fn, i.x, i.target, i.attributions, relative=True)),
+    "sparseness": Metric("complexity", "higher", lambda i: metrics.sparseness(i.attributions)),
+    "complexity": Metric("complexity", "lower", lambda i: metrics.complexity(i.attributions)),
+    "max_sensitivity": Metric("robustness", "lower", lambda i: metrics.max_sensitivity(
+        i.explain_fn, i.x, i.target, key=i.key, samples=i.samples)),
+    "avg_sensitivity": Metric("robustness", "lower", lambda i: metrics.avg_sensitivity(
+        i.explain_fn, i.x, i.target, key=i.key, samples=i.samples)),
+    "local_lipschitz": Metric("robustness", "lower", lambda i: metrics.local_lipschitz_estimate(
+        i.explain_fn, i.x, i.target, key=i.key, samples=i.samples)),
+    "stability": Metric("robustness", "higher", lambda i: metrics.stability(
+        i.explain_fn, i.x, i.target, key=i.key, samples=i.samples)),
+}
+
+#: Methods that produce attribution maps (``counterfactual`` produces images).
+ATTRIBUTION_METHODS = tuple(m for m in EXPLAIN_METHODS if m != "counterfactual")
+
+
+def parse_names(text: str, known, option: str) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``; empty lists and unknown names are a ``ValueError``."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in known]
+    if not names or unknown:
+        raise ValueError(f"{option} takes a comma-separated list of {', '.join(known)}; got {text!r}")
+    return names
+
+
+def _explain_fn(fn, method, key, search):
+    """``explain_fn(x, target)`` for one method; built once per method so that the metrics'
+    jitted computations (``explain_fn`` is static) compile once for all batches."""
+    return lambda x, target: attribute(fn, x, target, method, key=key, search=search)[0]
+
+
+class _Progress:
+    """A one-line progress bar on stderr: ``done/total``, elapsed time and an estimate."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.start = total, 0, enabled, time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        width = 24
+        bar = "#" * round(width * self.done / self.total)
+        print(f"\r[{bar:<{width}}] {self.done}/{self.total} {label:<24} {elapsed:5.0f}s "
+              f"(~{left:.0f}s left)", end="" if self.done < self.total else "\n",
+              file=sys.stderr, flush=True)
+
+
+def evaluate(fn, x, methods, metric_names, *, key, samples: int = 20, batch: int = 64,
+             search: str = "pgd", progress: bool = False) -> dict:
+    """Score the attributions of ``fn``'s predicted class on ``x`` for every method and metric.
+
+    Returns ``{"scores": {method: {metric: float[n]}}, "curves": {metric: {method:
+    float[K]}}}`` (numpy; curves are averaged over the examples).  Every metric is
+    per-example, so scores do not depend on ``batch``, except through the noise of SmoothGrad
+    and VarGrad, which is drawn per batch (a different draw, not a different distribution).
+    """
+    n = x.shape[0]
+    k_explain, k_metric = jax.random.split(key)
+    explain_fns = {m: _explain_fn(fn, m, k_explain, search) for m in methods}
+    scores = {m: {name: [] for name in metric_names} for m in methods}
+    curves = {name: {m: [] for m in methods} for name in metric_names}
+    bar = _Progress(math.ceil(n / batch) * len(methods), progress)
+    batch = min(batch, n)
+    for lo in range(0, n, batch):
+        # the last batch is padded with copies of its first example (dropped below), so that
+        # every batch has the same shape and each metric compiles once
+        real = min(batch, n - lo)
+        xb = x[lo:lo + real]
+        xb = jnp.concatenate([xb, jnp.repeat(xb[:1], batch - real, axis=0)])
+        target = jnp.argmax(fn(xb), axis=1)
+        for method in methods:
+            a = explain_fns[method](xb, target)
+            inputs = Inputs(fn, xb, target, a, explain_fns[method], k_metric, samples)
+            for name in metric_names:
+                out = METRICS[name].compute(inputs)
+                if isinstance(out, tuple):
+                    out, curve = out
+                    curves[name][method].append(np.asarray(curve)[:real].sum(0))
+                scores[method][name].append(np.asarray(out, np.float64)[:real])
+            bar.step(method)
+    return dict(
+        scores={m: {k: np.concatenate(v) for k, v in per.items()} for m, per in scores.items()},
+        curves={k: {m: np.sum(v, axis=0) / n for m, v in per.items()}
+                for k, per in curves.items() if any(per.values())},
+    )
+
+
+def summarise(scores: dict) -> dict:
+    """``{method: {metric: {"mean", "sem", "nan"}}}``: mean and standard error over the
+    finite scores, and how many were not finite (e.g. stability of a constant map)."""
+    out = {}
+    for method, per in scores.items():
+        out[method] = {}
+        for name, v in per.items():
+            ok = v[np.isfinite(v)]
+            sem = float(ok.std(ddof=1) / np.sqrt(ok.size)) if ok.size > 1 else float("nan")
+            out[method][name] = dict(mean=float(ok.mean()) if ok.size else float("nan"), sem=sem,
+                                     nan=int(v.size - ok.size))
+    return out
+
+
+def evaluate_run(run, methods=DEFAULT_METHODS, metric_names=DEFAULT_METRICS, *, n: int = 256,
+                 split: str = "test", seed: int = 0, samples: int = 20, batch: int = 64,
+                 search: str = "pgd", progress: bool = False) -> dict:
+    """:func:`evaluate` on the first ``n`` images of ``split``; a JSON-ready summary (with
+    the mean deletion/insertion curves) plus the per-example ``scores`` (numpy)."""
+    images, _ = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
+    if n < 1 or n > len(images):
+        raise ValueError(f"--n must be in [1, {len(images)}], got {n}")
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
+    if batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
+    x = jnp.asarray(data.preprocess(images[:n]))
+    out = evaluate(exported_apply(run), x, methods, metric_names, key=jax.random.PRNGKey(seed),
+                   samples=samples, batch=batch, search=search, progress=progress)
+    return dict(
+        n=n, split=split, seed=seed, samples=samples, methods=list(methods),
+        metrics={name: dict(group=METRICS[name].group, better=METRICS[name].better)
+                 for name in metric_names},
+        results=summarise(out["scores"]),
+        curves={k: {m: c.tolist() for m, c in per.items()} for k, per in out["curves"].items()},
+        scores=out["scores"],
+    )
+
+
+def format_table(result: dict) -> str:
+    """A markdown table: a row per method, a column per metric (mean ± standard error)."""
+    names = list(result["metrics"])
+    arrow = {"lower": "↓", "higher": "↑"}
+    head = "| method | " + " | ".join(f"{k} {arrow[result['metrics'][k]['better']]}" for k in names) + " |"
+    lines = [head, "|---" * (len(names) + 1) + "|"]
+    for method, per in result["results"].items():
+        cells = []
+        for k in names:
+            s = per[k]
+            cell = f"{s['mean']:.4g} ± {s['sem']:.2g}"
+            cells.append(cell + (f" ({s['nan']} nan)" if s["nan"] else ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_evaluation(result: dict, workdir: str, stem: str = "evaluate") -> dict:
+    """Write ``STEM.json`` (summary and curves), ``STEM.md`` (the table) and the plots
+    ``STEM_bars.png`` and, with deletion/insertion/pixel flipping, ``STEM_curves.png``."""
+    paths = dict(json=os.path.join(workdir, f"{stem}.json"), md=os.path.join(workdir, f"{stem}.md"),
+                 bars=os.path.join(workdir, f"{stem}_bars.png"))
+    summary = {k: v for k, v in result.items() if k != "scores"}
+    with open(paths["json"], "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(paths["md"], "w") as f:
+        f.write(f"Explanation metrics on {result['n']} {result['split']} images "
+                f"(mean ± standard error; ↑ higher is better, ↓ lower is better)\n\n")
+        f.write(format_table(result) + "\n")
+    plot_bars(paths["bars"], result)
+    if result["curves"]:
+        paths["curves"] = os.path.join(workdir, f"{stem}_curves.png")
+        plot_curves(paths["curves"], result)
+    return paths
+
+
+def plot_bars(path: str, result: dict) -> None:
+    """One panel per metric, a bar per method with its standard error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, methods = list(result["metrics"]), list(result["results"])
+    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        means = [result["results"][m][name]["mean"] for m in methods]
+        sems = [result["results"][m][name]["sem"] for m in methods]
+        ax.bar(range(len(methods)), means, yerr=sems, color=[f"C{i}" for i in range(len(methods))])
+        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{name} ({result['metrics'][name]['better']} is better)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(path: str, result: dict) -> None:
+    """The mean score of the explained class along each faithfulness curve, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = result["curves"]
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+    for ax, (name, per) in zip(axes[0], curves.items(), strict=True):
+        for method, c in per.items():
+            ax.plot(np.linspace(0, 1, len(c)), c, label=method)
+        ax.set(xlabel="fraction of features", ylabel="score of the explained class", title=name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

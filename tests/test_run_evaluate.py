@@ -1,0 +1,92 @@
+"""lipxai.run_evaluate: the metric table behind ``lipxai evaluate`` and the quickstart report."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lipxai import cli, metrics, run_evaluate
+from lipxai.nn import zoo
+
+METRICS = ("deletion", "sparseness", "stability")
+
+
+def test_names_agree_with_the_command():
+    assert tuple(run_evaluate.METRICS) == cli.EVALUATE_METRICS
+    assert set(cli.DEFAULT_EVALUATE_METRICS) <= set(cli.EVALUATE_METRICS)
+    assert set(cli.DEFAULT_EVALUATE_METHODS) <= set(run_evaluate.ATTRIBUTION_METHODS)
+    assert "counterfactual" not in run_evaluate.ATTRIBUTION_METHODS
+    assert run_evaluate.parse_names("ig, saliency", run_evaluate.ATTRIBUTION_METHODS, "--methods") == (
+        "ig", "saliency")
+    for bad in ("", "deletion,auc", ","):
+        with pytest.raises(ValueError, match="--metrics takes a comma-separated list"):
+            run_evaluate.parse_names(bad, run_evaluate.METRICS, "--metrics")
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = zoo.cnn(channels=(4, 8), dense=(16,))
+    variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    fn = jax.tree_util.Partial(lambda v, x: net.apply(v, x), variables)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (5, 28, 28, 1))
+    return fn, x
+
+
+@pytest.fixture(scope="module")
+def evaluated(model):
+    fn, x = model
+    key = jax.random.PRNGKey(3)
+    run = lambda batch: run_evaluate.evaluate(fn, x, ("saliency",), METRICS,
+                                              key=key, samples=2, batch=batch)
+    return run(2), run(5)
+
+
+def test_scores_are_the_metrics_of_the_predicted_class_and_do_not_depend_on_the_batch(model, evaluated):
+    fn, x = model
+    padded, whole = evaluated
+    target = jnp.argmax(fn(x), axis=1)
+    a = jax.vmap(jax.grad(lambda xi, t: fn(xi[None])[0, t]))(x, target)
+    np.testing.assert_allclose(padded["scores"]["saliency"]["sparseness"], metrics.sparseness(a), rtol=1e-5)
+    for name in METRICS:
+        assert padded["scores"]["saliency"][name].shape == (5,)
+        np.testing.assert_allclose(padded["scores"]["saliency"][name], whole["scores"]["saliency"][name],
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    # the mean deletion curve starts at the mean probability of the predicted class
+    p = jax.nn.softmax(fn(x))[jnp.arange(5), target]
+    curve = padded["curves"]["deletion"]["saliency"]
+    assert curve.shape == (29,)
+    np.testing.assert_allclose(curve[0], p.mean(), rtol=1e-5)
+
+
+def test_summary_table_and_files(evaluated, tmp_path):
+    scores = evaluated[0]["scores"]
+    scores["saliency"]["stability"][0] = np.nan
+    summary = run_evaluate.summarise(scores)
+    s = summary["saliency"]["stability"]
+    finite = scores["saliency"]["stability"][1:]
+    assert s["nan"] == 1 and s["mean"] == pytest.approx(finite.mean())
+    assert s["sem"] == pytest.approx(finite.std(ddof=1) / 2)
+    result = dict(n=5, split="test", samples=2,
+                  metrics={k: dict(group=run_evaluate.METRICS[k].group,
+                                   better=run_evaluate.METRICS[k].better) for k in METRICS},
+                  results=summary,
+                  curves={"deletion": {m: c.tolist() for m, c in evaluated[0]["curves"]["deletion"].items()}},
+                  scores=scores)
+    table = run_evaluate.format_table(result)
+    assert table.splitlines()[0] == "| method | deletion ↓ | sparseness ↑ | stability ↑ |"
+    assert "(1 nan)" in table.splitlines()[2]
+    paths = run_evaluate.write_evaluation(result, str(tmp_path))
+    assert set(paths) == {"json", "md", "bars", "curves"}
+    saved = json.loads((tmp_path / "evaluate.json").read_text())
+    assert "scores" not in saved and saved["results"]["saliency"]["stability"]["nan"] == 1
+    assert (tmp_path / "evaluate_curves.png").stat().st_size > 1000
+
+
+def test_command_rejects_bad_names_before_loading(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path), "--metrics", "auc"]) == 2
+    assert "--metrics takes a comma-separated list" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path), "--methods", "counterfactual"]) == 2
+    assert cli.main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
