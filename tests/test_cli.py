@@ -20,7 +20,9 @@ def lipxai(*args, env_extra=None):
 def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     workdir = tmp_path / "quick"
     out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
-                 "--config.train.eval_every=30", "--config.evaluate.n=6", "--config.evaluate.samples=2")
+                 "--config.train.eval_every=30", "--config.evaluate.n=6", "--config.evaluate.samples=2",
+                 "--config.evaluate.methods=('saliency', 'smoothgrad')",
+                 "--config.evaluate.metrics=('deletion', 'sparseness')")
     assert out.returncode == 0, out.stderr[-2000:]
     for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl",
                  "explanations.png", "evaluate.json", "evaluate_curves.png"):
@@ -28,8 +30,8 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     report = (workdir / "report.md").read_text()
     assert "explanations.png" in report and "| smoothgrad |" in report
     evaluation = json.loads((workdir / "evaluate.json").read_text())
-    assert evaluation["n"] == 6 and set(evaluation["results"]) == {"saliency", "ig", "smoothgrad"}
-    deletion = evaluation["results"]["ig"]["deletion"]
+    assert evaluation["n"] == 6 and set(evaluation["results"]) == {"saliency", "smoothgrad"}
+    deletion = evaluation["results"]["smoothgrad"]["deletion"]
     assert 0 <= deletion["mean"] <= 1 and deletion["nan"] == 0
     result = json.loads((workdir / "certify.json").read_text())
     assert set(result["certified_accuracy"]) == {"0.5", "1.0", "1.58"}

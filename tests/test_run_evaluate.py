@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from lipxai import cli, metrics, run_evaluate
-from lipxai.nn import zoo
 
-METRICS = ("deletion", "sparseness", "stability")
+METRICS = ("deletion", "sparseness", "max_sensitivity")
 
 
 def test_names_agree_with_the_command():
@@ -25,12 +24,17 @@ def test_names_agree_with_the_command():
             run_evaluate.parse_names(bad, run_evaluate.METRICS, "--metrics")
 
 
+def _mlp(params, z):
+    w1, w2 = params
+    return jnp.tanh(z.reshape(z.shape[0], -1) @ w1) @ w2
+
+
 @pytest.fixture(scope="module")
 def model():
-    net = zoo.cnn(channels=(4, 8), dense=(16,))
-    variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    fn = jax.tree_util.Partial(lambda v, x: net.apply(v, x), variables)
-    x = jax.random.uniform(jax.random.PRNGKey(1), (5, 28, 28, 1))
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = (jax.random.normal(k1, (64, 16)) / 8, jax.random.normal(k2, (16, 4)) / 4)
+    fn = jax.tree_util.Partial(_mlp, params)
+    x = jax.random.uniform(k3, (5, 8, 8, 1))
     return fn, x
 
 
@@ -40,14 +44,14 @@ def evaluated(model):
     key = jax.random.PRNGKey(3)
     run = lambda batch: run_evaluate.evaluate(fn, x, ("saliency",), METRICS,
                                               key=key, samples=2, batch=batch)
-    return run(2), run(5)
+    return run(3), run(5)
 
 
 def test_scores_are_the_metrics_of_the_predicted_class_and_do_not_depend_on_the_batch(model, evaluated):
     fn, x = model
     padded, whole = evaluated
     target = jnp.argmax(fn(x), axis=1)
-    a = jax.vmap(jax.grad(lambda xi, t: fn(xi[None])[0, t]))(x, target)
+    a = jax.jit(jax.vmap(jax.grad(lambda xi, t: fn(xi[None])[0, t])))(x, target)
     np.testing.assert_allclose(padded["scores"]["saliency"]["sparseness"], metrics.sparseness(a), rtol=1e-5)
     for name in METRICS:
         assert padded["scores"]["saliency"][name].shape == (5,)
@@ -62,10 +66,10 @@ def test_scores_are_the_metrics_of_the_predicted_class_and_do_not_depend_on_the_
 
 def test_summary_table_and_files(evaluated, tmp_path):
     scores = evaluated[0]["scores"]
-    scores["saliency"]["stability"][0] = np.nan
+    scores["saliency"]["max_sensitivity"][0] = np.nan
     summary = run_evaluate.summarise(scores)
-    s = summary["saliency"]["stability"]
-    finite = scores["saliency"]["stability"][1:]
+    s = summary["saliency"]["max_sensitivity"]
+    finite = scores["saliency"]["max_sensitivity"][1:]
     assert s["nan"] == 1 and s["mean"] == pytest.approx(finite.mean())
     assert s["sem"] == pytest.approx(finite.std(ddof=1) / 2)
     result = dict(n=5, split="test", samples=2,
@@ -75,12 +79,12 @@ def test_summary_table_and_files(evaluated, tmp_path):
                   curves={"deletion": {m: c.tolist() for m, c in evaluated[0]["curves"]["deletion"].items()}},
                   scores=scores)
     table = run_evaluate.format_table(result)
-    assert table.splitlines()[0] == "| method | deletion ↓ | sparseness ↑ | stability ↑ |"
+    assert table.splitlines()[0] == "| method | deletion ↓ | sparseness ↑ | max_sensitivity ↓ |"
     assert "(1 nan)" in table.splitlines()[2]
     paths = run_evaluate.write_evaluation(result, str(tmp_path))
     assert set(paths) == {"json", "md", "bars", "curves"}
     saved = json.loads((tmp_path / "evaluate.json").read_text())
-    assert "scores" not in saved and saved["results"]["saliency"]["stability"]["nan"] == 1
+    assert "scores" not in saved and saved["results"]["saliency"]["max_sensitivity"]["nan"] == 1
     assert (tmp_path / "evaluate_curves.png").stat().st_size > 1000
 
 
