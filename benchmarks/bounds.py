@@ -37,6 +37,11 @@ Ratios (goals in the issue: both <= 3):
 (and gradient_bounds_over_forward_backward for reference).  Tightness: the mean width
 (upper - lower) of the logit and of the gradient bounds, next to the mean |logit| and
 |gradient| at x; every bound is checked to contain the nominal value.
+The tighter method: for each input box, gradient bounds with interval(..., method="symbolic")
+(linear bounds of the forward values in terms of the input, lipxai.bounds.symbolic) against
+the default method="ibp", on the first --symbolic-batch images (default 32; 4 for the CNN,
+whose symbolic coefficients take about 230 MB per image): mean gradient-bound width of both,
+the width ratio and the time ratio symbolic / ibp (medians of 3 interleaved calls).
 Other processes on the machine skew the timings: check load_average_1min.  Prints one JSON
 object (progress goes to stderr).
 """
@@ -190,6 +195,24 @@ def widths(interval, nominal):
             "finite": bool(np.isfinite(width).all())}
 
 
+def symbolic_tightness(fn, params, x, target, eps):
+    """Gradient-bound widths and time of method="symbolic" against "ibp" on ``x``."""
+    grad_x = jax.grad(score_fn(fn), argnums=1)
+    calls, last = {}, {}
+    for method in bounds.METHODS:
+        f = lambda p, z, t, e, m=method: bounds.interval(grad_x, method=m)(p, input_box(z, e), t)
+        calls[method], _ = compile_jax(f, params, x, target, eps)
+    times, last = interleaved(calls, 3)
+    gradient = jax.jit(grad_x)(params, x, target)
+    for method, b in last.items():
+        check_contains(f"{method} gradient", b, gradient)
+    width = {m: float(np.mean(np.asarray(b.upper - b.lower, np.float64))) for m, b in last.items()}
+    return {"images": int(x.shape[0]),
+            "mean_gradient_width": {m: sig(w) for m, w in width.items()},
+            "width_ibp_over_symbolic": round(width["ibp"] / width["symbolic"], 3),
+            "time_symbolic_over_ibp": round(times["symbolic"] / times["ibp"], 1)}
+
+
 def bench_model(name, args, batch, repeats, images, labels, x, train_data):
     init, fn, description = MODELS[name]
     params = init(jax.random.PRNGKey(SEED))
@@ -235,6 +258,11 @@ def bench_model(name, args, batch, repeats, images, labels, x, train_data):
             "compile_s": {k: round(compile_s[f"{k}/{case}"], 2)
                           for k in ("forward_ibp", "gradient_bounds")},
         }
+    n_sym = min(batch, args.symbolic_batch or (4 if name.startswith("cnn") else 32))
+    for eps in EPSILONS:
+        log(f"{name}: symbolic vs ibp at eps {eps:g} on {n_sym} images")
+        out_cases[f"eps{eps:g}"]["symbolic_vs_ibp"] = symbolic_tightness(
+            fn, params, x[:n_sym], target[:n_sym], jnp.float32(eps))
     return {
         "model": description,
         "weights": (f"He-normal init (seed {SEED}) + {args.train_steps} Adam steps "
@@ -257,6 +285,8 @@ def main():
                            quick_extra=", 20 training steps")
     parser.add_argument("--train-steps", type=int,
                         help="Adam steps on MNIST train (default 100, quick 20; 0: random init)")
+    parser.add_argument("--symbolic-batch", type=int, default=None,
+                        help="images for the symbolic-vs-ibp comparison (default 32; CNN 4)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn,cnn_flax_pool (default mlp,cnn)")
     args = parser.parse_args()
     batch, repeats = batch_and_repeats(args)

@@ -2,10 +2,12 @@
 
 ``interval(fun)`` interprets ``fun``'s jaxpr on ``Interval`` inputs with one sound rule per
 primitive, so ``interval(jax.grad(loss))`` bounds gradients with no new code; certificates of
-explanation robustness are built on it (Wicker et al., ICLR 2023).
+explanation robustness are built on it (Wicker et al., ICLR 2023).  ``interval(fun,
+method="symbolic")`` tightens the forward values with linear bounds in the input
+(``lipxai.bounds.symbolic``).
 """
 
-from lipxai.bounds import control, rules  # noqa: F401  (register the rules)
+from lipxai.bounds import control, rules, symbolic  # noqa: F401  (register the rules)
 from lipxai.bounds.certificates import (
     SCORES,
     GradientBounds,
@@ -15,6 +17,7 @@ from lipxai.bounds.certificates import (
     prediction_certified,
 )
 from lipxai.bounds.interpreter import (
+    METHODS,
     RULES,
     UnsupportedPrimitiveError,
     eval_jaxpr,
@@ -25,6 +28,7 @@ from lipxai.bounds.interval import Interval, box, hull, is_interval, point
 from lipxai.bounds.rules import registered_primitives
 
 __all__ = [
+    "METHODS",
     "RULES",
     "SCORES",
     "GradientBounds",

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipxai._checks import floating_array, labels_for, non_negative, positive_int
-from lipxai.bounds.interpreter import interval
+from lipxai.bounds.interpreter import METHODS, interval
 from lipxai.bounds.interval import Interval, as_interval
 from lipxai.bounds.rules import abs_bounds
 
@@ -89,7 +89,8 @@ def _input_box(x, eps, domain) -> Interval | jax.Array:
 
 
 def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_box=None,
-                    loss="logit", domain: tuple[float, float] | None = None) -> GradientBounds:
+                    loss="logit", domain: tuple[float, float] | None = None,
+                    method: str = "ibp") -> GradientBounds:
     """Bounds on the input gradient of the target's score over an input and/or parameter box.
 
     Args:
@@ -101,6 +102,14 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
       loss: ``"logit"`` (the target logit), ``"cross_entropy"``, or ``loss(logits, target)
         -> [B]``.  Examples must not interact in ``fn`` (no batch norm in training mode).
       domain: ``(low, high)`` clips the input box, e.g. ``(0, 1)`` for images.
+      method: ``"ibp"`` (default): interval bound propagation through the forward and the
+        backward pass.  ``"symbolic"``: the forward values also carry linear bounds in the
+        input (symbolic intervals, Wang et al. 2018, with the CROWN/DeepPoly ReLU relaxation,
+        Zhang et al. 2018 / Singh et al. 2019; see :mod:`lipxai.bounds.symbolic`), which
+        decide more ReLUs, so the backward pass (the Fast-Lip recursion, Weng et al. 2018)
+        gives tighter, never looser, gradient bounds.  Input boxes only (a ``params_box``
+        raises ``ValueError``); memory and time grow with (input features) x (neurons) per
+        example: run it on small batches.
 
     Returns a :class:`GradientBounds` with ``[B, ...]`` arrays shaped like ``x``.  Everything
     is a jax.numpy function of ``x``, ``eps`` and the parameters: differentiable, jittable
@@ -111,6 +120,11 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
         raise ValueError("params and params_box must be given together (fn(params, x))")
     if eps is None and params_box is None:
         raise ValueError("give eps (an input box) and/or params_box (a parameter box)")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "symbolic" and params_box is not None:
+        raise ValueError("method='symbolic' bounds input boxes only; for a params_box use "
+                         "method='ibp'")
 
     def apply(p, xs):
         return fn(xs) if params is None else fn(p, xs)
@@ -127,7 +141,7 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
 
     boxes = (params_box, _input_box(x, eps, domain))
     _, gradient = logits_and_gradient(params, x)
-    logits, bounded = (as_interval(v) for v in interval(logits_and_gradient)(*boxes))
+    logits, bounded = (as_interval(v) for v in interval(logits_and_gradient, method)(*boxes))
     return GradientBounds(bounded.lower, bounded.upper, gradient, logits)
 
 

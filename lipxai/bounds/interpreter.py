@@ -131,7 +131,12 @@ def _abstract(leaf):
     return jax.ShapeDtypeStruct(np.shape(leaf), jax.numpy.result_type(leaf))
 
 
-def interval(fun: Callable) -> Callable:
+#: ``method=`` of :func:`interval`: plain interval propagation, or interval propagation
+#: tightened by linear bounds of the forward values in the input (``lipxai.bounds.symbolic``).
+METHODS = ("ibp", "symbolic")
+
+
+def interval(fun: Callable, method: str = "ibp") -> Callable:
     """Transform ``fun`` into a function that maps Interval (or point) inputs to sound bounds.
 
     ``interval(fun)(*args)`` has the pytree structure of ``fun(*args)``; each output leaf is
@@ -142,7 +147,17 @@ def interval(fun: Callable) -> Callable:
     bounds every gradient of ``loss`` w.r.t. ``params`` over the L_inf ball of radius ``eps``.
     Raises ``UnsupportedPrimitiveError`` (a ``NotImplementedError``) naming the primitive if
     an Interval reaches one without a rule.
+
+    ``method="ibp"`` (default): one interval rule per primitive.  ``method="symbolic"``: the
+    values that depend linearly or through ReLU/max on the input also carry linear bounds in
+    the input (symbolic interval propagation with the CROWN/DeepPoly ReLU relaxation, see
+    :mod:`lipxai.bounds.symbolic`), and every interval is intersected with their range; the
+    backward pass of a gradient then sees fewer undecided ReLUs.  It needs the Interval
+    arguments to be input boxes batched along axis 0 (examples must not interact; parameter
+    boxes raise ``ValueError``) and costs memory ~ (input features) x (neurons) per example.
     """
+    if method not in METHODS:
+        raise ValueError(f"interval: method must be one of {METHODS}, got {method!r}")
 
     @functools.wraps(fun)
     def wrapped(*args):
@@ -155,7 +170,12 @@ def interval(fun: Callable) -> Callable:
         closed, out_shape = jax.make_jaxpr(flat_fun, return_shape=True)(
             *[_abstract(leaf) for leaf in leaves]
         )
-        outs = eval_closed(closed, *leaves)
+        if method == "symbolic":
+            from lipxai.bounds import symbolic
+
+            outs = symbolic.eval_closed(closed, *leaves)
+        else:
+            outs = eval_closed(closed, *leaves)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 
     return wrapped

@@ -1,0 +1,672 @@
+"""Symbolic (linear) bounds of forward values: ``interval(fun, method="symbolic")``.
+
+Plain interval propagation (IBP) forgets that the values of a network are correlated through
+the input: ``x @ W1 @ W2`` gets the radius ``|W1| |W2| r`` instead of ``|W1 W2| r``, and the
+ReLU pre-activations of deeper layers come out so wide that many neurons are *undecided*
+(their interval contains 0).  In a gradient, an undecided ReLU has the derivative mask
+``[0, 1]``, and the interval interpretation of the backward pass (the Fast-Lip recursion of
+Weng et al., "Towards Fast Computation of Certified Robustness for ReLU Networks", ICML 2018)
+widens with every one of them.
+
+This module is a companion of the interval interpreter (``lipxai.bounds.interpreter``): while
+the jaxpr is interpreted on Intervals as usual, each value ``v`` that depends on the input
+through linear operations and ReLUs may also carry *linear bounds* in the input::
+
+    A_lo eps + c_lo  <=  v  <=  A_hi eps + c_hi     for every input in the box,
+
+where ``x = center + radius * eps`` with ``eps`` in ``[-1, 1]^n`` (the input box, normalised;
+bounds linear in ``x`` are the same bounds after this change of variable, which makes the
+concretisation a sum of ``|A|`` and a zero-width box exact).  After each equation, the output
+interval is the intersection of the interval rule's result with the concretisation
+``[c_lo - sum |A_lo|, c_hi + sum |A_hi|]``.  This is symbolic interval propagation (Wang,
+Pei, Whitehouse, Yang & Jana, "Formal Security Analysis of Neural Networks using Symbolic
+Intervals" (ReluVal), USENIX Security 2018) with the ReLU relaxation of CROWN / DeepPoly
+(Zhang, Weng, Chen, Hsieh & Daniel, "Efficient Neural Network Robustness Certification with
+General Activation Functions", NeurIPS 2018; Singh, Gehr, Pueschel & Vechev, "An Abstract
+Domain for Certifying Neural Networks", POPL 2019, forward mode).  The backward pass is then
+interpreted by the ordinary interval rules, with fewer undecided ReLUs.
+
+Layout: ``A`` has shape ``(n,) + v.shape`` where ``n`` is the number of input features of
+*one* example (all Interval arguments' features, concatenated) and ``v.shape[0]`` is the batch:
+``A[i, b]`` is the coefficient of feature ``i`` *of example b* in ``v[b]``.  Examples never
+interact: every rule checks that the operation keeps axis 0 as the example axis (no
+contraction, slicing, broadcast or reduction over it); otherwise the output carries an
+interval only.  The linear part is a ``vmap`` over the leading axis of the operation itself.
+
+Rules (linear maps with point weights are exact on ``A``): ``dot_general``,
+``conv_general_dilated`` (point weights), ``add``/``add_any``/``sub`` (of symbolic values,
+points, or Intervals, which shift the constants), ``neg``, ``mul``/``div`` by a point,
+``reshape``, ``broadcast_in_dim``, ``transpose``, ``squeeze``, ``convert_element_type``
+(float, not narrowing), ``slice``, ``pad``, ``concatenate``, ``reduce_sum``,
+``reduce_window_sum``, ``copy``; calls (``jit``, ``closed_call``, ``custom_jvp_call`` -- the
+primal body of e.g. ``jax.nn.relu`` --, ``custom_vjp_call``, remat) are interpreted
+recursively.  Non-linear rules:
+
+* ``max(z, p)`` / ``min(z, p)`` with a point ``p`` (ReLU is ``max(z, 0)``), with
+  ``t = z - p`` in ``[l, u]``: exact when decided (``l >= 0``: ``z``; ``u <= 0``: ``p``);
+  otherwise the triangle upper bound ``p + u / (u - l) (t - l)`` and the lower bound ``p + t``
+  if ``u > -l`` else ``p`` (the adaptive choice of CROWN / DeepPoly);
+* ``reduce_max`` (max pooling by blocks): DeepPoly's rule: the lower bound of the element with
+  the largest lower bound; the upper bound of that element if its lower bound dominates every
+  other upper bound, else the constant ``max u``.
+
+Any other primitive gives its outputs an interval only (the interval rule's), which is sound
+by construction: the linear part is an optional refinement.
+
+Cost: per example, ``A`` has ``n`` x (size of the value) entries, twice once the lower and
+upper bounds differ (after the first relaxed ReLU), and each linear layer costs about ``2 n``
+times its forward pass.  The input's own coefficients are kept diagonal (:class:`Diagonal`)
+until the first layer, so a first dense layer costs ``n`` x its outputs, not an ``n x n``
+product.  Measured (XLA CPU, gradient bounds of a logit, temporary memory): an MNIST MLP
+784-128-128-10 needs about 1.2 MB per example and runs 50-100x as long as IBP; the
+conv32-conv64-dense128 CNN of ``benchmarks/_common.py`` (28x28x32 conv outputs: 784 x 25088
+coefficients) about 230 MB per example and 800x as long as IBP.  Batch the examples
+accordingly.  Parameter boxes are not supported (the linear bounds are in the input only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+
+from lipxai.bounds import control, interpreter
+from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
+from lipxai.bounds.patterns import MaxFacts
+
+lo, hi = lower_of, upper_of
+
+
+class Linear(NamedTuple):
+    """``a_lo @ eps + c_lo <= v <= a_hi @ eps + c_hi`` with ``a_*`` of shape ``(n,) + v.shape``
+    and ``eps`` in ``[-1, 1]^n`` (contracted over the leading axis).  When the lower and the
+    upper bounds are the same objects, the value is exactly affine in the input."""
+
+    a_lo: jax.Array
+    c_lo: jax.Array
+    a_hi: jax.Array
+    c_hi: jax.Array
+
+    @property
+    def exact(self) -> bool:
+        return self.a_lo is self.a_hi and self.c_lo is self.c_hi
+
+
+class Diagonal(NamedTuple):
+    """The coefficients of an input leaf in itself, unmaterialised: ``A[offset + j, b] =
+    scale[b]`` at feature ``j`` of example ``b`` (flattened row-major), 0 elsewhere; ``A`` has
+    ``n`` rows.  Layout rules and the first dense layer use it directly (no ``n x n`` identity
+    product); every other rule materialises it with :func:`dense`."""
+
+    scale: jax.Array
+    offset: int
+    n: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,) + tuple(self.scale.shape)
+
+    def dense(self) -> jax.Array:
+        shape = self.scale.shape[1:]
+        size = int(np.prod(shape, dtype=int))
+        eye = jnp.eye(self.n, size, -self.offset, dtype=self.scale.dtype)
+        return eye.reshape((self.n, 1) + tuple(shape)) * self.scale[None]
+
+
+def _densify(lin: Linear | None) -> Linear | None:
+    if lin is None or not isinstance(lin.a_lo, Diagonal):
+        return lin
+    return _affine(lin.a_lo.dense(), lin.c_lo)  # Diagonals are exact (the inputs)
+
+
+def _affine(a, c) -> Linear:
+    return Linear(a, c, a, c)
+
+
+def concretize(lin: Linear) -> Interval:
+    """The interval of ``lin`` over ``eps`` in ``[-1, 1]^n`` (NaN bounds become infinite)."""
+    lin = _densify(lin)
+    spread_lo = jnp.sum(jnp.abs(lin.a_lo), axis=0)
+    spread_hi = spread_lo if lin.a_lo is lin.a_hi else jnp.sum(jnp.abs(lin.a_hi), axis=0)
+    low, high = lin.c_lo - spread_lo, lin.c_hi + spread_hi
+    return Interval(jnp.where(jnp.isnan(low), -jnp.inf, low),
+                    jnp.where(jnp.isnan(high), jnp.inf, high))
+
+
+def _intersect(a: Interval, b: Interval) -> Interval:
+    """``a`` intersected with ``b`` (both sound).  Where float rounding makes them cross, the
+    result is the (tiny) gap between the two."""
+    low, high = jnp.maximum(a.lower, b.lower), jnp.minimum(a.upper, b.upper)
+    return Interval(jnp.minimum(low, high), jnp.maximum(low, high))
+
+
+# --------------------------------------------------------------------------- the rules
+
+#: Linear-bound rules by primitive name: ``rule(invals, lins, out_aval, **params) -> Linear or
+#: None`` (None: the output carries an interval only).  ``lins[i]`` is the Linear of input i
+#: or None.  ``TIGHTENS`` names the rules whose concretisation can be tighter than the
+#: interval rule (the others: the interval rule is already exact given the input intervals).
+SYMBOLIC_RULES: dict[str, Callable] = {}
+TIGHTENS: set[str] = set()
+
+
+def register_symbolic_rule(name: str, *, tightens: bool = False):
+    def register(rule):
+        SYMBOLIC_RULES[name] = rule
+        if tightens:
+            TIGHTENS.add(name)
+        return rule
+
+    return register
+
+
+def _map(fn, lin: Linear) -> Linear:
+    """A linear map with non-negative coefficients (layouts, sums): applied to each bound."""
+    vfn = jax.vmap(fn)
+    a_lo, c_lo = vfn(lin.a_lo), fn(lin.c_lo)
+    if lin.exact:
+        return _affine(a_lo, c_lo)
+    return Linear(a_lo, c_lo, vfn(lin.a_hi), fn(lin.c_hi))
+
+
+def _signed(apply, lin: Linear, w) -> Linear:
+    """``apply(v, w)``, linear in ``v`` with a point ``w`` of any sign: in centre-radius form,
+    ``apply(m, w) -/+ apply(r, |w|)`` with ``m, r = (hi + lo) / 2, (hi - lo) / 2`` (as linear
+    functions), which is ``W+ lo + W- hi`` and ``W+ hi + W- lo``."""
+    vapply = jax.vmap(apply, in_axes=(0, None))
+    if lin.exact:
+        return _affine(vapply(lin.a_lo, w), apply(lin.c_lo, w))
+    aw = jnp.abs(w)
+    a_mid, a_rad = vapply((lin.a_hi + lin.a_lo) / 2, w), vapply((lin.a_hi - lin.a_lo) / 2, aw)
+    c_mid, c_rad = apply((lin.c_hi + lin.c_lo) / 2, w), apply((lin.c_hi - lin.c_lo) / 2, aw)
+    return Linear(a_mid - a_rad, c_mid - c_rad, a_mid + a_rad, c_mid + c_rad)
+
+
+def _neg(lin: Linear) -> Linear:
+    if lin.exact:
+        return _affine(-lin.a_lo, -lin.c_lo)
+    return Linear(-lin.a_hi, -lin.c_hi, -lin.a_lo, -lin.c_lo)
+
+
+def _structural(prim_name: str, keeps_batch: Callable):
+    """Rule for a layout primitive of one operand (non-negative, exact on ``A``)."""
+
+    def rule(invals, lins, out_aval, **params):
+        (lin,) = lins[:1]
+        if lin is None or any(v is not None for v in lins[1:]) or len(invals) != 1:
+            return None
+        if not keeps_batch(invals[0], out_aval, **params):
+            return None
+        prim = _PRIMS[prim_name]
+        if isinstance(lin.a_lo, Diagonal):  # a reshape keeping the batch: same flat order
+            d = lin.a_lo
+            c = prim.bind(lin.c_lo, **params)
+            return _affine(Diagonal(prim.bind(d.scale, **params), d.offset, d.n), c)
+        return _map(lambda v: prim.bind(v, **params), lin)
+
+    return rule
+
+
+def _shape(value):
+    return tuple(lo(value).shape)
+
+
+def _reshape_ok(x, out, *, dimensions=None, **_):
+    return dimensions is None and out.shape[:1] == _shape(x)[:1]
+
+
+def _broadcast_ok(x, out, *, broadcast_dimensions, **_):
+    shape = _shape(x)
+    return (len(shape) >= 1 and broadcast_dimensions[0] == 0
+            and out.shape[0] == shape[0])
+
+
+def _transpose_ok(x, out, *, permutation, **_):
+    return permutation[0] == 0
+
+
+def _squeeze_ok(x, out, *, dimensions, **_):
+    return 0 not in dimensions
+
+
+def _slice_ok(x, out, *, start_indices, limit_indices, strides=None, **_):
+    return (start_indices[0] == 0 and limit_indices[0] == _shape(x)[0]
+            and (strides is None or strides[0] == 1))
+
+
+def _reduce_ok(x, out, *, axes, **_):
+    return 0 not in axes
+
+
+def _window_ok(x, out, *, window_dimensions, window_strides, padding, base_dilation,
+               window_dilation, **_):
+    return (window_dimensions[0] == 1 and window_strides[0] == 1
+            and tuple(padding[0]) == (0, 0) and base_dilation[0] == 1
+            and window_dilation[0] == 1)
+
+
+def _convert_ok(x, out, *, new_dtype, **_):
+    old, new = jnp.dtype(lo(x).dtype), jnp.dtype(new_dtype)
+    return (jnp.issubdtype(old, jnp.floating) and jnp.issubdtype(new, jnp.floating)
+            and new.itemsize >= old.itemsize)
+
+
+_PRIMS = {p.name: p for p in (
+    lax.reshape_p, lax.broadcast_in_dim_p, lax.transpose_p, lax.squeeze_p, lax.slice_p,
+    lax.reduce_sum_p, lax.reduce_window_sum_p, lax.convert_element_type_p, lax.copy_p,
+    lax.pad_p, lax.concatenate_p, lax.dot_general_p, lax.conv_general_dilated_p)}
+
+for _name, _ok in (("reshape", _reshape_ok), ("broadcast_in_dim", _broadcast_ok),
+                   ("transpose", _transpose_ok), ("squeeze", _squeeze_ok),
+                   ("slice", _slice_ok), ("convert_element_type", _convert_ok),
+                   ("copy", lambda x, out, **_: True)):
+    register_symbolic_rule(_name)(_structural(_name, _ok))
+for _name, _ok in (("reduce_sum", _reduce_ok), ("reduce_window_sum", _window_ok)):
+    register_symbolic_rule(_name, tightens=True)(_structural(_name, _ok))
+
+
+@register_symbolic_rule("pad")
+def _pad(invals, lins, out_aval, *, padding_config):
+    (_, value), (lin, value_lin) = invals, lins
+    if lin is None or value_lin is not None or tuple(padding_config[0]) != (0, 0, 0):
+        return None
+    pad = lambda v, p: lax.pad_p.bind(v, p, padding_config=padding_config)  # noqa: E731
+    zero = jnp.zeros((), lin.a_lo.dtype)
+    vpad = jax.vmap(lambda a: pad(a, zero))
+    a_lo, c_lo = vpad(lin.a_lo), pad(lin.c_lo, jnp.asarray(lo(value), lin.c_lo.dtype))
+    if lin.exact and not is_interval(value):
+        return _affine(a_lo, c_lo)
+    a_hi = a_lo if lin.a_lo is lin.a_hi else vpad(lin.a_hi)
+    return Linear(a_lo, c_lo, a_hi, pad(lin.c_hi, jnp.asarray(hi(value), lin.c_hi.dtype)))
+
+
+@register_symbolic_rule("concatenate")
+def _concatenate(invals, lins, out_aval, *, dimension):
+    if dimension == 0:
+        return None
+    some = next(lin for lin in lins if lin is not None)
+    n, dtype = some.a_lo.shape[0], some.a_lo.dtype
+    parts = []
+    for value, lin in zip(invals, lins, strict=True):
+        if lin is None:
+            zeros = jnp.zeros((n,) + _shape(value), dtype)
+            lin = (_affine(zeros, jnp.asarray(value, dtype)) if not is_interval(value)
+                   else Linear(zeros, value.lower, zeros, value.upper))
+        parts.append(lin)
+    cat = lambda vs, axis: jnp.concatenate(vs, axis=axis)  # noqa: E731
+    a_lo, c_lo = cat([p.a_lo for p in parts], dimension + 1), cat([p.c_lo for p in parts],
+                                                                   dimension)
+    if all(p.exact for p in parts):
+        return _affine(a_lo, c_lo)
+    return Linear(a_lo, c_lo, cat([p.a_hi for p in parts], dimension + 1),
+                  cat([p.c_hi for p in parts], dimension))
+
+
+def _constant(value, dtype) -> Linear | None:
+    """A point or an Interval operand as a Linear with ``A = 0`` (``A`` left as None)."""
+    if is_interval(value):
+        return Linear(None, value.lower.astype(dtype), None, value.upper.astype(dtype))
+    value = jnp.asarray(value, dtype)
+    return Linear(None, value, None, value)
+
+
+def _broadcast(lin: Linear, shape) -> Linear | None:
+    """``lin`` broadcast to ``shape`` (jaxprs broadcast size-1 axes implicitly), or None if
+    that would move or broadcast the example axis."""
+    shape = tuple(shape)
+    if lin is None or tuple(lin.c_lo.shape) == shape:
+        return lin
+    own = tuple(lin.c_lo.shape)
+    if len(own) != len(shape) or own[0] != shape[0]:
+        return None
+
+    def to(a, lead):
+        return jnp.broadcast_to(a, a.shape[:lead] + shape)
+
+    a_lo, c_lo = to(lin.a_lo, 1), to(lin.c_lo, 0)
+    if lin.exact:
+        return _affine(a_lo, c_lo)
+    return Linear(a_lo, c_lo, to(lin.a_hi, 1), to(lin.c_hi, 0))
+
+
+def _sum_terms(terms, shape) -> Linear | None:
+    """Sum of Linears (constants have ``A = None``); at least one has an ``A``."""
+    terms = [t if t.a_lo is None else _broadcast(t, shape) for t in terms]
+    if any(t is None for t in terms):
+        return None
+    exact = all((t.a_lo is t.a_hi) and (t.c_lo is t.c_hi) for t in terms)
+
+    def total(values):
+        values = [v for v in values if v is not None]
+        out = values[0]
+        for v in values[1:]:
+            out = out + v
+        return out
+
+    a_lo, c_lo = total([t.a_lo for t in terms]), total([t.c_lo for t in terms])
+    if exact:
+        return _affine(a_lo, jnp.broadcast_to(c_lo, shape))
+    a_hi, c_hi = total([t.a_hi for t in terms]), total([t.c_hi for t in terms])
+    return Linear(a_lo, jnp.broadcast_to(c_lo, shape), a_hi, jnp.broadcast_to(c_hi, shape))
+
+
+def _terms(invals, lins, dtype):
+    return [lin if lin is not None else _constant(v, dtype) for v, lin in zip(invals, lins,
+                                                                             strict=True)]
+
+
+def _add(invals, lins, out_aval, **params):
+    return _sum_terms(_terms(invals, lins, out_aval.dtype), out_aval.shape)
+
+
+def _negated(t: Linear) -> Linear:
+    if t.a_lo is None:
+        return Linear(None, -t.c_hi, None, -t.c_lo)
+    return _neg(t)
+
+
+register_symbolic_rule("add", tightens=True)(_add)
+register_symbolic_rule("add_any", tightens=True)(_add)
+
+
+@register_symbolic_rule("sub", tightens=True)
+def _sub(invals, lins, out_aval, **params):
+    first, second = _terms(invals, lins, out_aval.dtype)
+    return _sum_terms([first, _negated(second)], out_aval.shape)
+
+
+@register_symbolic_rule("neg")
+def _neg_rule(invals, lins, out_aval, **params):
+    return _neg(lins[0])
+
+
+def _scaled(op):
+    """``mul`` / ``div`` of a symbolic value by a point (``div``: the divisor)."""
+
+    def rule(invals, lins, out_aval, **params):
+        for i, lin in enumerate(lins):
+            other = invals[1 - i]
+            if lin is None or is_interval(other) or (op == "div" and i == 1):
+                continue
+            lin = _broadcast(lin, out_aval.shape)
+            if lin is None:
+                return None
+            apply = (lambda v, w: v * w) if op == "mul" else (lambda v, w: v / w)
+            return _signed(apply, lin, jnp.asarray(other, lin.c_lo.dtype))
+        return None
+
+    return rule
+
+
+register_symbolic_rule("mul")(_scaled("mul"))
+register_symbolic_rule("div")(_scaled("div"))
+
+
+@register_symbolic_rule("dot_general", tightens=True)
+def _dot_general(invals, lins, out_aval, *, dimension_numbers, **params):
+    (contract_l, contract_r), (batch_l, batch_r) = dimension_numbers
+    (a, b), (lin_a, lin_b) = invals, lins
+    bind = lambda x, y: lax.dot_general_p.bind(  # noqa: E731
+        x, y, dimension_numbers=dimension_numbers, **params)
+    if lin_a is not None and lin_b is None and not is_interval(b):
+        # axis 0 of the lhs must become axis 0 of the output: a leading batch dimension or,
+        # without batch dimensions, the first free dimension
+        if 0 in contract_l or (0 in batch_l and batch_l[0] != 0) or (
+                0 not in batch_l and len(batch_l)):
+            return None
+        if isinstance(lin_a.a_lo, Diagonal):
+            first = _dense_layer_of_input(lin_a, b, contract_l, contract_r, batch_l, out_aval)
+            if first is not None:
+                return _affine(first, bind(lin_a.c_lo, b))
+            lin_a = _densify(lin_a)
+        return _signed(bind, lin_a, b)
+    lin_a, lin_b = _densify(lin_a), _densify(lin_b)
+    if lin_b is not None and lin_a is None and not is_interval(a):
+        free_l = len(_shape(a)) - len(contract_l) - len(batch_l)
+        if 0 in contract_r or (0 in batch_r and batch_r[0] != 0) or (
+                0 not in batch_r and (len(batch_r) or free_l)):
+            return None
+        return _signed(lambda y, x: bind(x, y), lin_b, a)
+    return None
+
+
+def _dense_layer_of_input(lin, w, contract_l, contract_r, batch_l, out_aval):
+    """``A`` of ``x @ W`` for an input ``x`` (a Diagonal) contracted over all its features:
+    ``A[i, b] = scale[b, i] W[i]`` (elementwise, no product with an identity), or None."""
+    d = lin.a_lo
+    rank = len(d.scale.shape)
+    if batch_l or sorted(contract_l) != list(range(1, rank)):
+        return None
+    w = jnp.asarray(w)
+    paired = [contract_r[list(contract_l).index(j)] for j in range(1, rank)]
+    free = [k for k in range(w.ndim) if k not in contract_r]
+    batch, size = d.scale.shape[0], int(np.prod(d.scale.shape[1:], dtype=int))
+    rows = jnp.transpose(w, paired + free).reshape(size, -1)  # [features, outputs]
+    a = d.scale.reshape(batch, size).T[:, :, None] * rows[:, None, :]
+    a = a.reshape((size,) + tuple(out_aval.shape)).astype(out_aval.dtype)
+    if size != d.n:
+        a = jnp.pad(a, [(d.offset, d.n - d.offset - size)] + [(0, 0)] * (a.ndim - 1))
+    return a
+
+
+@register_symbolic_rule("conv_general_dilated", tightens=True)
+def _conv(invals, lins, out_aval, **params):
+    (_, w), (lin_x, lin_w) = invals, lins
+    dn = params["dimension_numbers"]
+    if (lin_x is None or lin_w is not None or is_interval(w) or dn is None
+            or dn.lhs_spec[0] != 0 or dn.out_spec[0] != 0 or params["batch_group_count"] != 1):
+        return None
+    return _signed(lambda v, k: lax.conv_general_dilated_p.bind(v, k, **params), lin_x, w)
+
+
+def _relu_shift(lin: Linear, z: Interval, p) -> Linear:
+    """Linear bounds of ``max(z, p)`` (``p`` a point) from those of ``z`` in ``[l, u]``."""
+    dtype = lin.c_lo.dtype
+    p = jnp.asarray(p, dtype)
+    low, high = z.lower - p, z.upper - p
+    active, inactive = low >= 0, high <= 0
+    finite = jnp.isfinite(low) & jnp.isfinite(high)
+    undecided = ~active & ~inactive
+    relaxed = undecided & finite  # an infinite bound: the constant upper bound below
+    one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+    safe_width = jnp.where(relaxed, high - low, one)
+    upper_slope = jnp.where(relaxed, jnp.where(relaxed, high, zero) / safe_width,
+                            jnp.where(active, one, zero))
+    upper_shift = p * (1 - upper_slope) + jnp.where(
+        relaxed, -upper_slope * jnp.where(relaxed, low, zero),
+        jnp.where(undecided, high, zero))
+    lower_slope = jnp.where(undecided, (high > -low).astype(dtype), active.astype(dtype))
+    lower_shift = p * (1 - lower_slope)
+    return Linear(lin.a_lo * lower_slope, lin.c_lo * lower_slope + lower_shift,
+                  lin.a_hi * upper_slope, lin.c_hi * upper_slope + upper_shift)
+
+
+def _extreme(largest: bool):
+    def rule(invals, lins, out_aval, **params):
+        for i in (0, 1):
+            lin, z, other = lins[i], invals[i], invals[1 - i]
+            if lin is None or lins[1 - i] is not None or is_interval(other):
+                continue
+            lin = _broadcast(lin, out_aval.shape)
+            if lin is None:
+                return None
+            z = Interval(jnp.broadcast_to(z.lower, out_aval.shape),
+                         jnp.broadcast_to(z.upper, out_aval.shape))
+            if largest:
+                return _relu_shift(lin, z, other)
+            # min(z, p) = -max(-z, -p)
+            neg_z = Interval(-z.upper, -z.lower)
+            return _neg(_relu_shift(_neg(lin), neg_z, -jnp.asarray(other)))
+        return None
+
+    return rule
+
+
+register_symbolic_rule("max")(_extreme(True))
+register_symbolic_rule("min")(_extreme(False))
+
+
+@register_symbolic_rule("reduce_max")
+def _reduce_max(invals, lins, out_aval, *, axes, **params):
+    """DeepPoly's max: lower bound from the element with the largest lower bound; upper
+    bound from it too if it dominates (its lower bound >= every other upper bound), else the
+    constant largest upper bound."""
+    (z,), (lin,) = invals, lins
+    if lin is None or 0 in axes:
+        return None
+    rank = z.ndim
+    kept = [i for i in range(rank) if i not in axes]
+    perm = kept + list(axes)
+    out_shape = tuple(z.shape[i] for i in kept)
+
+    def windows(v, lead=0):  # (..., out_shape, window)
+        moved = jnp.transpose(v, tuple(range(lead)) + tuple(lead + i for i in perm))
+        return moved.reshape(v.shape[:lead] + out_shape + (-1,))
+
+    low, high = windows(z.lower), windows(z.upper)
+    best = jnp.argmax(low, axis=-1)
+    onehot = jax.nn.one_hot(best, low.shape[-1], dtype=bool)
+    best_low = jnp.max(low, axis=-1)
+    others_high = jnp.max(jnp.where(onehot, -jnp.inf, high), axis=-1)
+    dominant = best_low >= others_high
+
+    def pick(v, lead):
+        return jnp.sum(jnp.where(onehot, windows(v, lead), 0), axis=-1)
+
+    a_lo, c_lo = pick(lin.a_lo, 1), pick(lin.c_lo, 0)
+    a_hi = jnp.where(dominant, pick(lin.a_hi, 1) if not lin.exact else a_lo, 0)
+    c_hi = jnp.where(dominant, pick(lin.c_hi, 0) if not lin.exact else c_lo,
+                     jnp.max(high, axis=-1))
+    return Linear(a_lo, c_lo, a_hi.astype(a_lo.dtype), c_hi.astype(c_lo.dtype))
+
+
+# --------------------------------------------------------------------------- the interpreter
+
+#: Rules that accept a :class:`Diagonal` (the others get it materialised).
+_DIAGONAL_AWARE = {"reshape", "dot_general"}
+
+_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+          "core_call": "call_jaxpr", "remat2": "jaxpr", "checkpoint": "jaxpr",
+          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+          "custom_vjp_call_jaxpr": "fun_jaxpr"}
+
+
+def _call_body(eqn, invals):
+    """``(jaxpr, consts)`` of a call to interpret symbolically, or None when the interval
+    rule of the call is tighter (the named functions of ``lipxai.bounds.control``)."""
+    name = eqn.primitive.name
+    body = eqn.params[_CALLS[name]]
+    if name == "custom_jvp_call" and control._function_name(body) == "logaddexp":
+        return None
+    if name in ("jit", "pjit") and control._named_call(eqn.params.get("name", ""), body,
+                                                       invals) is not None:
+        return None
+    if hasattr(body, "consts"):
+        return body.jaxpr, body.consts
+    return body, ()
+
+
+def _eval_symbolic_eqn(eqn, invals, inlins, facts):
+    name = eqn.primitive.name
+    n_out = len(eqn.outvars)
+    if name in _CALLS:
+        body = _call_body(eqn, invals)
+        if body is not None:
+            return eval_jaxpr(body[0], body[1], invals, inlins)
+    decided = facts.decide(eqn, invals)
+    if decided is not None:
+        outs = decided if eqn.primitive.multiple_results else [decided]
+        return outs, [None] * n_out
+    out = interpreter._eval_eqn(eqn, invals)
+    if eqn.primitive.multiple_results:
+        return out, [None] * n_out
+    rule = SYMBOLIC_RULES.get(name)
+    aval = eqn.outvars[0].aval
+    if (rule is None or not is_interval(out) or not jnp.issubdtype(out.dtype, jnp.floating)
+            or len(aval.shape) == 0):
+        return [out], [None]
+    if name not in _DIAGONAL_AWARE:
+        inlins = [_densify(lin) for lin in inlins]
+    lin = rule(invals, inlins, aval, **eqn.params)
+    if lin is None:
+        return [out], [None]
+    if tuple(lin.c_lo.shape) != tuple(out.shape) or tuple(lin.a_lo.shape[1:]) != tuple(
+            out.shape):
+        raise AssertionError(f"lipxai.bounds.symbolic: rule '{name}' returned linear bounds "
+                             f"of shape {lin.a_lo.shape} for an output of shape {out.shape}")
+    if name in TIGHTENS:
+        out = _intersect(out, concretize(lin))
+    return [out], [lin]
+
+
+def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
+    """Interpret an open jaxpr on Intervals and points, with optional linear bounds
+    (``linears[i]``: a :class:`Linear` or None for ``args[i]``).  Returns the outputs and
+    their linear bounds."""
+    env, lin_env = {}, {}
+
+    def read(var):
+        return var.val if isinstance(var, jcore.Literal) else env[var]
+
+    def read_lin(var):
+        return None if isinstance(var, jcore.Literal) else lin_env.get(var)
+
+    for var, value in zip(jaxpr.constvars, consts, strict=True):
+        env[var] = value
+    for var, value, lin in zip(jaxpr.invars, args, linears, strict=True):
+        env[var] = value
+        if lin is not None:
+            lin_env[var] = lin
+    facts = MaxFacts(read, interpreter._eval_eqn)
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        inlins = [read_lin(v) for v in eqn.invars]
+        if any(lin is not None for lin in inlins):
+            outvals, outlins = _eval_symbolic_eqn(eqn, invals, inlins, facts)
+        else:
+            decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
+            outvals = decided if decided is not None else interpreter._eval_eqn(eqn, invals)
+            if not eqn.primitive.multiple_results:
+                outvals = [outvals]
+            outlins = [None] * len(eqn.outvars)
+        for var, value, lin in zip(eqn.outvars, outvals, outlins, strict=True):
+            if not isinstance(var, jcore.DropVar):
+                env[var] = value
+                if lin is not None:
+                    lin_env[var] = lin
+    return [read(v) for v in jaxpr.outvars], [read_lin(v) for v in jaxpr.outvars]
+
+
+def input_linears(leaves) -> list:
+    """The identity linear bounds of the Interval inputs: every floating Interval leaf of rank
+    >= 1 is batched along axis 0, with one batch size for all; its features (per example)
+    are the coordinates of ``eps``."""
+    symbolic = [i for i, leaf in enumerate(leaves) if is_interval(leaf) and leaf.ndim >= 1
+                and jnp.issubdtype(leaf.dtype, jnp.floating)]
+    batches = {leaves[i].shape[0] for i in symbolic}
+    if len(batches) > 1:
+        shapes = [tuple(leaves[i].shape) for i in symbolic]
+        raise ValueError(
+            "interval(fun, method='symbolic'): the Interval arguments must be input boxes "
+            f"batched along axis 0 with one batch size; got Intervals of shapes {shapes}. "
+            "Parameter boxes are not supported by method='symbolic'; use method='ibp'.")
+    sizes = [int(np.prod(leaves[i].shape[1:], dtype=int)) for i in symbolic]
+    n = sum(sizes)
+    out = [None] * len(leaves)
+    offset = 0
+    for i, size in zip(symbolic, sizes, strict=True):
+        out[i] = _affine(Diagonal(leaves[i].radius, offset, n), leaves[i].center)
+        offset += size
+    return out
+
+
+def eval_closed(closed: jcore.ClosedJaxpr, *args) -> list:
+    """Interpret a closed jaxpr on Intervals and points, with linear bounds of the values in
+    the Interval inputs (see the module doc)."""
+    outs, _ = eval_jaxpr(closed.jaxpr, closed.consts, list(args), input_linears(list(args)))
+    return outs
