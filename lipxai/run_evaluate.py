@@ -26,6 +26,7 @@ from lipxai.cli import DEFAULT_EVALUATE_METHODS as DEFAULT_METHODS
 from lipxai.cli import DEFAULT_EVALUATE_METRICS as DEFAULT_METRICS
 from lipxai.run_explain import METHODS as EXPLAIN_METHODS
 from lipxai.run_explain import attribute, exported_apply
+from lipxai.run_explain import parse_names  # noqa: F401  (the --methods/--metrics parser)
 
 
 class Inputs(NamedTuple):
@@ -86,15 +87,6 @@ METRICS = {
 
 #: Methods that produce attribution maps (``counterfactual`` produces images).
 ATTRIBUTION_METHODS = tuple(m for m in EXPLAIN_METHODS if m != "counterfactual")
-
-
-def parse_names(text: str, known, option: str) -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")``; empty lists and unknown names are a ``ValueError``."""
-    names = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in known]
-    if not names or unknown:
-        raise ValueError(f"{option} takes a comma-separated list of {', '.join(known)}; got {text!r}")
-    return names
 
 
 def _explain_fn(fn, method, key, search):

@@ -27,14 +27,19 @@ METHODS = {
 }
 
 
-def parse_methods(text: str) -> tuple[str, ...]:
-    """``"ig,saliency"`` -> ``("ig", "saliency")``; unknown names are a ``ValueError``."""
+def parse_names(text: str, known, option: str) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``; empty lists and names not in ``known`` are a
+    ``ValueError`` that names the command-line ``option``."""
     names = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in known]
     if not names or unknown:
-        raise ValueError(f"--method takes a comma-separated list of {', '.join(METHODS)}; "
-                         f"got {text!r}")
+        raise ValueError(f"{option} takes a comma-separated list of {', '.join(known)}; got {text!r}")
     return names
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"ig,saliency"`` -> ``("ig", "saliency")`` (``lipxai explain --method``)."""
+    return parse_names(text, METHODS, "--method")
 
 
 def exported_apply(run):

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+from lipxai._jaxpr import bind
 from lipxai.bounds.interval import Interval, is_interval
 from lipxai.bounds.patterns import MaxFacts
 
@@ -87,9 +88,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
 def _eval_eqn(eqn, invals):
     name = eqn.primitive.name
     if not any(is_interval(v) for v in invals):
-        bound = eqn.primitive.get_bind_params(eqn.params)
-        subfuns, params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.8: a pair
-        return eqn.primitive.bind(*subfuns, *invals, **params)
+        return bind(eqn, invals)
     if name in _SELF_COMPARISON and _same_variable(eqn):
         return np.full(eqn.outvars[0].aval.shape, _SELF_COMPARISON[name])
     if name in _SELF_BINARY and _same_variable(eqn):

@@ -306,6 +306,14 @@ def spearman(a, b):
     return pearson(average_ranks(a), average_ranks(b))
 
 
+def normalised(a, normalise: bool, absolute: bool):
+    """``a`` divided by its per-example maximum ``|a|`` (``normalise``), then ``|.|``
+    (``absolute``): the preprocessing Quantus applies to explanations."""
+    if normalise:
+        a = max_normalise(a)
+    return jnp.abs(a) if absolute else a
+
+
 def max_normalise(a):
     """Per example, ``a / max|a|`` (an all-zero example is left as is)."""
     axes = tuple(range(1, a.ndim))

@@ -22,16 +22,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lipxai.metrics._common import check_attribution_batch, check_real, max_normalise
+from lipxai.metrics._common import check_attribution_batch, check_real, normalised
 
 __all__ = ["sparseness", "complexity", "effective_complexity"]
 
 
 def _prepare(a, normalise: bool, absolute: bool):
-    if normalise:
-        a = max_normalise(a)
-    if absolute:
-        a = jnp.abs(a)
+    a = normalised(a, normalise, absolute)
     return a.reshape(a.shape[0], -1)
 
 

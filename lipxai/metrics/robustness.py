@@ -32,20 +32,12 @@ from lipxai.metrics._common import (
     chunked,
     draws,
     flat,
-    max_normalise,
+    normalised,
     norm,
     spearman,
 )
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "stability"]
-
-
-def _post(a, normalise, absolute):
-    if normalise:
-        a = max_normalise(a)
-    if absolute:
-        a = jnp.abs(a)
-    return a
 
 
 @functools.partial(
@@ -56,7 +48,7 @@ def _resample(explain_fn, x, target, deltas, *, measure, reduce, normalise, abso
     """``reduce_s measure(a(x), a(x + delta_s), delta_s)`` over the perturbations ``deltas``
     (``[S, *x.shape[1:]]``, shared by the examples)."""
     b = x.shape[0]
-    a0 = _post(explain_fn(x, target), normalise, absolute).reshape(b, -1)
+    a0 = normalised(explain_fn(x, target), normalise, absolute).reshape(b, -1)
     samples = deltas.shape[0]
 
     def chunk_fn(idx):
@@ -64,7 +56,7 @@ def _resample(explain_fn, x, target, deltas, *, measure, reduce, normalise, abso
         delta = deltas[idx]  # [c, ...]
         z = x[None] + delta[:, None]
         a = explain_fn(flat(z), jnp.tile(target, c))
-        a = _post(a, normalise, absolute).reshape(c, b, -1)
+        a = normalised(a, normalise, absolute).reshape(c, b, -1)
         s = measure(a0[None], a, delta.reshape(c, 1, -1))  # [c, B]
         return s.max(0) if reduce == "max" else s.sum(0)
 

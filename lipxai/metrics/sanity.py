@@ -39,7 +39,7 @@ from lipxai.metrics._common import (
     chunked,
     flat,
     map_shape,
-    max_normalise,
+    normalised,
 )
 
 __all__ = ["Randomization", "layer_names", "model_randomization", "random_logit"]
@@ -67,12 +67,6 @@ def _similarity_fn(similarity, x_shape):
             raise ValueError(f"similarity='ssim' needs pixel maps of side >= 7 (its window), "
                              f"got map shape {map_shape(x_shape)}")
     return _SIMILARITY[similarity]
-
-
-def _post(a, normalise, absolute):
-    if normalise:
-        a = max_normalise(a)
-    return jnp.abs(a) if absolute else a
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,13 +225,13 @@ class Randomization(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("explain_fn", "normalise", "absolute"))
 def _explain(explain_fn, params, x, target, *, normalise, absolute):
-    return _post(explain_fn(params, x, target), normalise, absolute)
+    return normalised(explain_fn(params, x, target), normalise, absolute)
 
 
 @functools.partial(jax.jit, static_argnames=("explain_fn", "similarity", "normalise",
                                              "absolute"))
 def _compare(explain_fn, params, x, target, a0, *, similarity, normalise, absolute):
-    a = _post(explain_fn(params, x, target), normalise, absolute)
+    a = normalised(explain_fn(params, x, target), normalise, absolute)
     return similarity(a0, a)
 
 
@@ -369,14 +363,14 @@ def _offsets(key, num_classes, *, samples):
 def _random_logit(explain_fn, x, target, offsets, num_classes, *, similarity, normalise,
                   absolute, chunk):
     b = x.shape[0]
-    a0 = _post(explain_fn(x, target), normalise, absolute)
+    a0 = normalised(explain_fn(x, target), normalise, absolute)
     samples = offsets.shape[0]
 
     def chunk_fn(idx):
         c = idx.shape[0]
         other = (target[None] + offsets[idx][:, None]) % num_classes  # [c, B]
         z = jnp.broadcast_to(x[None], (c,) + x.shape)
-        a = _post(explain_fn(flat(z), other.reshape(-1)), normalise, absolute)
+        a = normalised(explain_fn(flat(z), other.reshape(-1)), normalise, absolute)
         a0c = jnp.broadcast_to(a0[None], (c,) + a0.shape)
         return similarity(flat(a0c), a).reshape(c, b).sum(0)
 

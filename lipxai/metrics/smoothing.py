@@ -62,6 +62,8 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from lipxai._jaxpr import bind
+
 __all__ = ["softplus_relu"]
 
 #: Primitives that only move / convert values: a zero in gives a zero out.
@@ -257,7 +259,7 @@ class _Smoother:
         subs = _sub_jaxprs(eqn.params)
         if subs and any(self.has_target(sub) for sub in subs):
             return self._eval_higher_order(eqn, invals)
-        return _bind(eqn, invals)
+        return bind(eqn, invals)
 
     def _eval_higher_order(self, eqn, invals):
         name, params = eqn.primitive.name, eqn.params
@@ -306,7 +308,4 @@ class _Smoother:
         return self.eval_jaxpr(body, (), *args)
 
 
-def _bind(eqn, invals):
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)  # jax < 0.8: a pair
-    return eqn.primitive.bind(*subfuns, *invals, **params)
+
