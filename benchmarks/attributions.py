@@ -17,7 +17,9 @@ without them. Targets are the predicted classes.
 
 Each lipxai function is jax.jit-ed with the weights as arguments (a closure over them would let
 XLA constant-fold them), compiled and warmed up before timing, and blocked with
-jax.block_until_ready. Captum runs on torch CPU with torch.set_num_threads(os.cpu_count()),
+jax.block_until_ready. Captum runs on torch CPU with torch.set_num_threads(os.cpu_count()), or on
+CUDA when JAX runs on a GPU (--torch-device; timed calls then end with torch.cuda.synchronize;
+TF32 is off on both sides, as the logits must agree to 1e-4),
 warmed up by one untimed call (the boundary reference: its first repeat, which the median
 drops). Within a method every variant (lipxai chunk sizes, Captum settings) is called once per
 repeat in turn, so the --repeats (default 5; --quick: 2; saliency, whose calls are ~50x
@@ -43,6 +45,9 @@ images).
                 batch and batch_size=16 chunks, vs a line-by-line torch port of the same ladder
                 (TorchPGDLadder; Captum has none), on the first --boundary-batch (default 32)
                 images: the torch reference alone takes minutes per call on 128 images.
+over_steps_x_one_backward: each library's IG-64, GL-16 and SmoothGrad-32 time over (gradient
+evaluations per image) x its own saliency time (one backward pass); absolute throughput is
+1 / s_per_image.
 ratio = lipxai default / Captum at matched memory (< 1: lipxai faster); best_ratio = fastest
 lipxai variant / fastest Captum variant. Saliency, ig64 and smoothgrad32 also time lipxai's
 default compiled with lipxai.explain.jit instead of jax.jit ('*_xla_options': opt-in XLA CPU
@@ -106,12 +111,31 @@ def torch_cnn(torch):
     )
 
 
+def torch_device(torch, name):
+    """``--torch-device``: "auto" is CUDA when JAX runs on a GPU and torch sees one, else CPU."""
+    if name == "auto":
+        name = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def synced(torch, device, call):
+    """``call`` followed by a CUDA synchronisation when torch runs on a GPU (for timing)."""
+    if device.type != "cuda":
+        return call
+
+    def wrapped():
+        out = call()
+        torch.cuda.synchronize(device)
+        return out
+    return wrapped
+
+
 def nchw(torch, x):
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
 
 
 def nhwc(t):
-    return t.detach().numpy().transpose(0, 2, 3, 1)
+    return t.detach().cpu().numpy().transpose(0, 2, 3, 1)
 
 
 def train_torch(torch, model, steps):
@@ -213,11 +237,12 @@ class TorchPGDLadder:
         torch = self.torch
         b = x.shape[0]
         eps_max = math.sqrt(math.prod(x.shape[1:]))
-        ladder = torch.from_numpy(np.geomspace(eps_max / 1000.0, eps_max, self.num_eps)).to(x.dtype)
+        ladder = torch.from_numpy(np.geomspace(eps_max / 1000.0, eps_max, self.num_eps)).to(
+            x.device, x.dtype)
         with torch.no_grad():
             m0 = self.margin(x, target)
         done, found = m0 <= 0, x.clone()
-        level = torch.full((b,), -1, dtype=torch.long)
+        level = torch.full((b,), -1, dtype=torch.long, device=x.device)
         k = 0
         while k < self.num_eps and not bool(done.all()):
             xa = self.attack(x, target, ladder[k].expand(b))
@@ -239,7 +264,7 @@ class TorchPGDLadder:
             lo, hi = torch.where(crossed, lo, mid), torch.where(crossed, mid, hi)
         with torch.no_grad():  # _refine
             d = found - x
-            lo, hi = torch.zeros(b, dtype=x.dtype), torch.ones(b, dtype=x.dtype)
+            lo, hi = torch.zeros_like(m0), torch.ones_like(m0)
             for _ in range(self.refine_steps):
                 mid = 0.5 * (lo + hi)
                 over = self.margin(x + self.bc(mid) * d, target) <= -self.SAFETY * self.tol
@@ -296,12 +321,33 @@ def summarise(times, batch, lipxai_default, captum_matched, extra=None):
     return {**out, **(extra or {})}
 
 
+def over_steps_x_one_backward(methods):
+    """Time of IG-64, Gauss-Legendre-16 and SmoothGrad-32 over (gradient evaluations per image)
+    x (the same library's saliency time, one backward pass): below 1 when batching the steps
+    or samples beats calling the gradient once per step."""
+    sal = methods["saliency"]
+    out = {}
+    for name, evaluations in (("ig64", IG_STEPS), ("ig_gl16", GL_STEPS),
+                              ("smoothgrad32", SG_SAMPLES)):
+        m = methods[name]
+        out[name] = {"gradient_evaluations_per_image": evaluations,
+                     "lipxai": round(m["lipxai_s_per_image"]
+                                     / (evaluations * sal["lipxai_s_per_image"]), 3)}
+        if name != "ig_gl16":  # Captum's timing there is its riemann_middle-64 (ig64's)
+            out[name]["captum"] = round(m["captum_s_per_image"]
+                                        / (evaluations * sal["captum_s_per_image"]), 3)
+    return out
+
+
 def main():
     parser = timing_parser(__doc__, batch=128, repeats=5)
     parser.add_argument("--boundary-batch", type=int, default=32,
                         help="images of the boundary search (at most --batch; default 32)")
     parser.add_argument("--train-steps", type=int, default=100,
                         help="Adam steps on MNIST train before explaining (0: untrained weights)")
+    parser.add_argument("--torch-device", default="auto",
+                        help="torch device for Captum (default auto: cuda when JAX runs on a "
+                             "GPU and torch sees one, else cpu)")
     args = parser.parse_args()
     batch, repeats = batch_and_repeats(args)
     if min(batch, repeats, args.boundary_batch) < 1 or args.train_steps < 0:
@@ -314,19 +360,25 @@ def main():
     x_np, labels = mnist_test_images(batch)
     model, train_s = trained_torch_cnn(torch, args.train_steps)
     params = port_weights(model)
+    device = torch_device(torch, args.torch_device)
+    model = model.to(device)
+    if device.type == "cuda":  # full float32 on both sides: no TF32 convolutions or matmuls
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    if jax.default_backend() == "gpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
 
-    x_t = nchw(torch, x_np)
+    x_t = nchw(torch, x_np).to(device)
     x = jnp.asarray(x_np)
     with torch.no_grad():
-        logits_t = model(x_t).numpy()
+        logits_t = model(x_t).cpu().numpy()
     logits_j = np.asarray(jax.jit(jax_cnn)(params, x))
     logit_diff = float(np.abs(logits_j - logits_t).max())
     if logit_diff > LOGIT_ATOL * max(1.0, float(np.abs(logits_t).max())):
         raise SystemExit(f"ported JAX model disagrees with torch: max |logit diff| {logit_diff}")
     target_np = logits_t.argmax(1).astype(np.int32)
-    target, target_t = jnp.asarray(target_np), torch.from_numpy(target_np).long()
+    target, target_t = jnp.asarray(target_np), torch.from_numpy(target_np).long().to(device)
     with torch.no_grad():
-        f0_t = model(torch.zeros_like(x_t)).numpy()
+        f0_t = model(torch.zeros_like(x_t)).cpu().numpy()
     pick = lambda logits: np.take_along_axis(np.asarray(logits), target_np[:, None], 1)[:, 0]
     f_x, f_0 = pick(logits_j), pick(np.asarray(jax_cnn(params, jnp.zeros_like(x))))
     f_x_t, f_0_t = pick(logits_t), pick(f0_t)
@@ -357,8 +409,8 @@ def main():
     sal = captum_attr.Saliency(model)
     variants = lipxai_variants("saliency", make_saliency, [("lipxai", {})])
     variants.update(xla_variant("saliency", make_saliency, "lipxai", {}))
-    variants["captum"] = lambda: sal.attribute(x_t.clone().requires_grad_(True), target=target_t,
-                                               abs=False)
+    variants["captum"] = synced(torch, device, lambda: sal.attribute(
+        x_t.clone().requires_grad_(True), target=target_t, abs=False))
     log("saliency")
     times, last = interleaved(variants, SALIENCY_REPEATS * repeats, warmup=["captum"])
     methods["saliency"] = summarise(times, batch, "lipxai", "captum", {
@@ -373,9 +425,9 @@ def main():
     ig = captum_attr.IntegratedGradients(model)
 
     def captum_ig(steps, method, chunk_steps):
-        return lambda: ig.attribute(
+        return synced(torch, device, lambda: ig.attribute(
             x_t, baselines=torch.zeros_like(x_t), target=target_t, n_steps=steps, method=method,
-            internal_batch_size=None if chunk_steps is None else chunk_steps * batch)
+            internal_batch_size=None if chunk_steps is None else chunk_steps * batch))
 
     ig_chunk, gl_chunk = default_chunk(IG_STEPS, x.shape), default_chunk(GL_STEPS, x.shape)
     gl_name, matched = f"lipxai_gausslegendre{GL_STEPS}", f"captum_internal_batch_{ig_chunk}x{batch}"
@@ -434,9 +486,9 @@ def main():
     nt = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
 
     def captum_sg(chunk):
-        return lambda: nt.attribute(x_t, nt_type="smoothgrad", nt_samples=SG_SAMPLES,
-                                    nt_samples_batch_size=chunk, stdevs=SG_NOISE,
-                                    target=target_t, abs=False)
+        return synced(torch, device, lambda: nt.attribute(
+            x_t, nt_type="smoothgrad", nt_samples=SG_SAMPLES, nt_samples_batch_size=chunk,
+            stdevs=SG_NOISE, target=target_t, abs=False))
 
     sg_chunk = default_chunk(SG_SAMPLES, x.shape)
     matched = f"captum_nt_samples_batch_{sg_chunk}"
@@ -467,12 +519,12 @@ def main():
             variants[name], compile_s[f"boundary_pgd/{name}"] = compile_jax(
                 make_pgd(chunk), params, xb, tb)
     reference = TorchPGDLadder(torch, model)
-    variants["captum_torch_reference"] = lambda: reference(xb_t, tb_t)
+    variants["captum_torch_reference"] = synced(torch, device, lambda: reference(xb_t, tb_t))
     log(f"boundary_pgd on {nb} images")
     times, last = interleaved(variants, repeats)  # torch's warm-up: the median drops it
     result, (_, dist_t, success_t) = last["lipxai_whole_batch"], last["captum_torch_reference"]
-    dist_j, dist_t = np.asarray(result.distances), dist_t.numpy()
-    both = np.asarray(result.success) & success_t.numpy()
+    dist_j, dist_t = np.asarray(result.distances), dist_t.cpu().numpy()
+    both = np.asarray(result.success) & success_t.cpu().numpy()
     close = np.abs(dist_j - dist_t) <= 1e-2 * np.maximum(dist_t, 1e-6)
     methods["boundary_pgd"] = summarise(
         times, nb, "lipxai_whole_batch", "captum_torch_reference", {
@@ -511,6 +563,7 @@ def main():
         "statistic": "median seconds per image (call time / batch)",
         "max_abs_logit_diff_jax_vs_torch": sig(logit_diff),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch_device": str(device),
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "jax_backend": jax.default_backend(), "jax_device": jax.devices()[0].device_kind,
         "versions": versions("jax", "jaxlib", "flax", "numpy", "torch", "captum"),
@@ -519,6 +572,7 @@ def main():
         "summary": {name: {k: m[k] for k in ("lipxai_s_per_image", "captum_s_per_image", "ratio",
                                              "ratio_xla_options") if k in m}
                     for name, m in methods.items()},
+        "over_steps_x_one_backward": over_steps_x_one_backward(methods),
         "notes": notes,
     }
     print(json.dumps(out, indent=2))

@@ -42,6 +42,9 @@ The tighter method: for each input box, gradient bounds with interval(..., metho
 the default method="ibp", on the first --symbolic-batch images (default 32; 4 for the CNN,
 whose symbolic coefficients take about 230 MB per image): mean gradient-bound width of both,
 the width ratio and the time ratio symbolic / ibp (medians of 3 interleaved calls).
+On a GPU every product is computed at full float32 precision (jax_default_matmul_precision
+"highest"): the interval rules always are (TF32 would make bounds unsound), so the plain
+passes they are compared with are too.
 Other processes on the machine skew the timings: check load_average_1min.  Prints one JSON
 object (progress goes to stderr).
 """
@@ -298,6 +301,8 @@ def main():
     if not models or any(m not in MODELS for m in models):
         parser.error(f"--models must be a comma-separated subset of {','.join(MODELS)}")
     load_at_start = os.getloadavg()[0]
+    if jax.default_backend() == "gpu":  # the bound rules compute at full precision anyway
+        jax.config.update("jax_default_matmul_precision", "highest")
 
     try:
         images, labels = data.load_split("mnist", "test")
@@ -314,6 +319,7 @@ def main():
         "batch": batch, "repeats": repeats, "epsilons": list(EPSILONS),
         "param_box_relative": PARAM_RELATIVE, "goal_ratio": GOAL,
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
         "cpu_count": os.cpu_count(),
         "load_average_1min": {"start": round(load_at_start, 2),
                               "end": round(os.getloadavg()[0], 2)},

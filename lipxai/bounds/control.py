@@ -25,7 +25,14 @@ from lipxai.bounds.interpreter import (
     eval_jaxpr,
     register_rule,
 )
-from lipxai.bounds.interval import Interval, as_interval, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import (
+    Interval,
+    as_interval,
+    is_interval,
+    lower_of,
+    unpacked,
+    upper_of,
+)
 from lipxai.nn.pooling import UNIT_VECTORS_NAME
 
 lo, hi = lower_of, upper_of
@@ -168,7 +175,7 @@ def _cond(index, *operands, branches, **params):
     ``[index_lo, index_hi]`` (clamped to the valid range, as ``lax.switch`` does)."""
 
     def run(closed):
-        return [as_interval(v) for v in eval_closed(closed, *operands)]
+        return [as_interval(unpacked(v)) for v in eval_closed(closed, *operands)]
 
     if not is_interval(index):
         fns = [lambda ops, c=closed: run(c) for closed in branches]
@@ -211,7 +218,7 @@ def _scan(*args, jaxpr, num_consts, num_carry, length, reverse, **params):
         args[num_consts + num_carry:]
 
     def body(carry, x):
-        outs = eval_closed(jaxpr, *consts, *carry, *x)
+        outs = [unpacked(v) for v in eval_closed(jaxpr, *consts, *carry, *x)]
         return outs[:num_carry], outs[num_carry:]
 
     x_slice = [jax.tree_util.tree_map(lambda a: a[0], v) for v in xs]

@@ -28,7 +28,8 @@ import numpy as np
 from jax.extend import core as jcore
 
 from lipxai._jaxpr import bind
-from lipxai.bounds.interval import Interval, is_interval
+from lipxai.bounds import packed
+from lipxai.bounds.interval import Interval, PackedInterval, is_interval, unpacked
 from lipxai.bounds.patterns import MaxFacts
 
 #: Rules by primitive name: ``rule(*invals, **params) -> outval`` (a list for primitives with
@@ -73,10 +74,12 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
     for var, value in zip(jaxpr.invars, args, strict=True):
         env[var] = value
     facts = MaxFacts(lambda var: _read(env, var), _eval_eqn)
+    uses = packed.uses(jaxpr)
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
         decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
-        outvals = decided if decided is not None else _eval_eqn(eqn, invals)
+        pack = eqn.primitive.name in packed.PACKING and packed.stays_packed(eqn.outvars[0], uses)
+        outvals = decided if decided is not None else _eval_eqn(eqn, invals, pack)
         if not eqn.primitive.multiple_results:
             outvals = [outvals]
         for var, value in zip(eqn.outvars, outvals, strict=True):
@@ -85,10 +88,20 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
     return [_read(env, v) for v in jaxpr.outvars]
 
 
-def _eval_eqn(eqn, invals):
+def _eval_eqn(eqn, invals, pack: bool = False):
+    """One equation; ``pack``: compute it packed if it is worth it (``lipxai.bounds.packed``:
+    the caller found that its output only feeds lane-wise ops)."""
     name = eqn.primitive.name
     if not any(is_interval(v) for v in invals):
         return bind(eqn, invals)
+    if pack and packed.worth_packing(eqn, invals):
+        return packed.PACKING[name](eqn, invals)
+    if any(isinstance(v, PackedInterval) for v in invals):
+        out = packed.apply(eqn, invals)
+        if out is not None:
+            return out  # NaN stays in packed values (PackedInterval reads it as unknown)
+        if name not in packed.CALLS:
+            invals = [unpacked(v) for v in invals]
     if name in _SELF_COMPARISON and _same_variable(eqn):
         return np.full(eqn.outvars[0].aval.shape, _SELF_COMPARISON[name])
     if name in _SELF_BINARY and _same_variable(eqn):
@@ -113,6 +126,8 @@ def _same_variable(eqn) -> bool:
 
 def _sanitize(value):
     """NaN bounds (from ``inf - inf`` or ``0 * inf``) become the sound ``-inf`` / ``+inf``."""
+    if isinstance(value, PackedInterval):
+        return value
     if is_interval(value) and jax.numpy.issubdtype(value.dtype, jax.numpy.floating):
         jnp = jax.numpy
         return Interval(jnp.where(jnp.isnan(value.lower), -jnp.inf, value.lower),
@@ -175,6 +190,7 @@ def interval(fun: Callable, method: str = "ibp") -> Callable:
             outs = symbolic.eval_closed(closed, *leaves)
         else:
             outs = eval_closed(closed, *leaves)
+        outs = [unpacked(o) for o in outs]
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 
     return wrapped

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from lipxai.bounds.interpreter import RULES, register_rule
-from lipxai.bounds.interval import Interval, greater, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import FULL_PRECISION, Interval, greater, is_interval, lower_of, upper_of
 
 lo, hi = lower_of, upper_of
 
@@ -323,11 +323,15 @@ def _bilinear(op, a, b):
 
 @register_rule("dot_general")
 def _dot_general(a, b, **params):
+    params = {**params, "precision": FULL_PRECISION}
     return _bilinear(lambda x, y: lax.dot_general_p.bind(x, y, **params), a, b)
 
 
 @register_rule("conv_general_dilated")
 def _conv(a, b, **params):
+    """Centre-radius (``_bilinear``); the interpreter computes some packed instead
+    (``lipxai.bounds.packed``)."""
+    params = {**params, "precision": FULL_PRECISION}
     return _bilinear(lambda x, y: lax.conv_general_dilated_p.bind(x, y, **params), a, b)
 
 
