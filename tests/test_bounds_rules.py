@@ -408,6 +408,13 @@ def test_abs_square_and_positive_integer_powers_are_exact(f):
     assert_tight(interval(f)(x), f(grid(x)))
 
 
+def test_one_minus_square_is_exact():
+    """The rule of jax 0.11's ``one_minus_square`` (tanh's derivative), called directly: the
+    primitive does not exist in older jax."""
+    x = iv([-2.0, -2.0, 0.5, -3.0], [1.0, -1.0, 2.0, 3.0])
+    assert_tight(lb.RULES["one_minus_square"](x), 1 - grid(x) ** 2)
+
+
 def test_negative_integer_powers():
     x = iv([0.5, -2.0, -1.0, -1.0], [2.0, -0.5, 2.0, 2.0])
     for y in (-1, -2, -3):

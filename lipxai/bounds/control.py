@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lipxai._jaxpr import scan_layout
 from lipxai.bounds.interpreter import (
     UnsupportedPrimitiveError,
     eval_closed,
@@ -208,12 +209,13 @@ def _while(*args, **params):
 
 
 @register_rule("scan")
-def _scan(*args, jaxpr, num_consts, num_carry, length, reverse, **params):
+def _scan(*args, jaxpr, length, reverse, **params):
     """``lax.scan`` with a fixed trip count, run as a ``lax.scan`` of the interval body.
 
     Which carries are Intervals is found by a fixpoint on abstract evaluation (a point carry
     becomes an Interval once an Interval flows into it); those start as zero-width Intervals.
     """
+    num_consts, num_carry = scan_layout(params)
     consts, init, xs = args[:num_consts], list(args[num_consts:num_consts + num_carry]), \
         args[num_consts + num_carry:]
 

@@ -247,6 +247,13 @@ def _square(a):
     return _interval(small * small, large * large)
 
 
+@register_rule("one_minus_square")
+def _one_minus_square(a):
+    """``1 - a**2`` (the derivative of tanh since jax 0.11): decreasing in ``|a|``."""
+    small, large = abs_bounds(a)
+    return _interval(1 - large * large, 1 - small * small)
+
+
 @register_rule("integer_pow")
 def _integer_pow(a, *, y):
     if y == 0:

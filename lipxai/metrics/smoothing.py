@@ -62,7 +62,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import bind
+from lipxai._jaxpr import bind, scan_layout
 
 __all__ = ["softplus_relu"]
 
@@ -275,7 +275,7 @@ class _Smoother:
             branches = [functools.partial(self._branch, br) for br in params["branches"]]
             return list(lax.switch(index, branches, *ops))
         if name == "scan":
-            nconst, ncarry = params["num_consts"], params["num_carry"]
+            nconst, ncarry = scan_layout(params)
             body = params["jaxpr"]
             consts, init, xs = (invals[:nconst], invals[nconst:nconst + ncarry],
                                 invals[nconst + ncarry:])
