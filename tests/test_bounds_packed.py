@@ -11,7 +11,7 @@ import pytest
 from jax import lax
 
 import lipxai.nn as lnn
-from lipxai.bounds import Interval, interval, packed
+from lipxai.bounds import Interval, eval_jaxpr, interval, packed
 from lipxai.bounds.interval import PackedInterval
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -179,3 +179,15 @@ def test_packed_interval_validates_and_flattens():
     leaves, tree = jax.tree_util.tree_flatten(v)
     assert len(leaves) == 1
     assert isinstance(jax.tree_util.tree_unflatten(tree, leaves), PackedInterval)
+
+
+def test_eval_jaxpr_unpacks_its_outputs_unless_asked():
+    p = _params(jax.random.PRNGKey(0))
+    conv_relu = lambda x: jax.nn.relu(_conv(x, p["w1"]) + p["b1"])
+    x, X = _box(jax.random.PRNGKey(1), (2, 6, 6, 2), 0.05)
+    closed = jax.make_jaxpr(conv_relu)(x)
+    (plain,) = eval_jaxpr(closed.jaxpr, closed.consts, X)
+    (kept,) = eval_jaxpr(closed.jaxpr, closed.consts, X, keep_packed=True)
+    assert type(plain) is Interval and isinstance(kept, PackedInterval)
+    np.testing.assert_array_equal(plain.lower, kept.lower)
+    np.testing.assert_array_equal(plain.upper, kept.upper)

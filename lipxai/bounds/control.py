@@ -31,7 +31,6 @@ from lipxai.bounds.interval import (
     as_interval,
     is_interval,
     lower_of,
-    unpacked,
     upper_of,
 )
 from lipxai.nn.pooling import UNIT_VECTORS_NAME
@@ -133,8 +132,8 @@ def _call_rule(param: str):
         if named is not None:
             return named
         if hasattr(closed, "consts"):
-            return eval_closed(closed, *args)
-        return eval_jaxpr(closed, (), *args)
+            return eval_closed(closed, *args, keep_packed=True)
+        return eval_jaxpr(closed, (), *args, keep_packed=True)
 
     return rule
 
@@ -158,16 +157,16 @@ def _custom_jvp_call(*args, call_jaxpr, num_consts, **params):
     if _function_name(call_jaxpr) == "logaddexp" and len(args) == 2:
         a, b = args
         return [Interval(jnp.logaddexp(lo(a), lo(b)), jnp.logaddexp(hi(a), hi(b)))]
-    return eval_closed(call_jaxpr, *args)
+    return eval_closed(call_jaxpr, *args, keep_packed=True)
 
 
 @register_rule("custom_vjp_call")
 def _custom_vjp_call(*args, call_jaxpr, **params):
-    return eval_closed(call_jaxpr, *args)
+    return eval_closed(call_jaxpr, *args, keep_packed=True)
 
 
 register_rule("custom_vjp_call_jaxpr", lambda *args, fun_jaxpr, **params: eval_closed(
-    fun_jaxpr, *args))
+    fun_jaxpr, *args, keep_packed=True))
 
 
 @register_rule("cond")
@@ -176,7 +175,7 @@ def _cond(index, *operands, branches, **params):
     ``[index_lo, index_hi]`` (clamped to the valid range, as ``lax.switch`` does)."""
 
     def run(closed):
-        return [as_interval(unpacked(v)) for v in eval_closed(closed, *operands)]
+        return [as_interval(v) for v in eval_closed(closed, *operands)]
 
     if not is_interval(index):
         fns = [lambda ops, c=closed: run(c) for closed in branches]
@@ -220,7 +219,7 @@ def _scan(*args, jaxpr, length, reverse, **params):
         args[num_consts + num_carry:]
 
     def body(carry, x):
-        outs = [unpacked(v) for v in eval_closed(jaxpr, *consts, *carry, *x)]
+        outs = eval_closed(jaxpr, *consts, *carry, *x)
         return outs[:num_carry], outs[num_carry:]
 
     x_slice = [jax.tree_util.tree_map(lambda a: a[0], v) for v in xs]

@@ -66,8 +66,12 @@ def _read(env, var):
     return var.val if isinstance(var, jcore.Literal) else env[var]
 
 
-def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
-    """Interpret an open jaxpr on Intervals and points; returns the list of outputs."""
+def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args, keep_packed: bool = False) -> list:
+    """Interpret an open jaxpr on Intervals and points; returns the list of outputs.
+
+    ``keep_packed``: return PackedIntervals as they are (the call rules do, so that a packed
+    chain goes on through ``jit`` and custom-derivative bodies); by default they are
+    unpacked into plain Intervals."""
     env = {}
     for var, value in zip(jaxpr.constvars, consts, strict=True):
         env[var] = value
@@ -85,7 +89,8 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args) -> list:
         for var, value in zip(eqn.outvars, outvals, strict=True):
             if not isinstance(var, jcore.DropVar):
                 env[var] = value
-    return [_read(env, v) for v in jaxpr.outvars]
+    outs = [_read(env, v) for v in jaxpr.outvars]
+    return outs if keep_packed else [unpacked(v) for v in outs]
 
 
 def _eval_eqn(eqn, invals, pack: bool = False):
@@ -135,9 +140,10 @@ def _sanitize(value):
     return value
 
 
-def eval_closed(closed: jcore.ClosedJaxpr, *args) -> list:
-    """Interpret a closed jaxpr on Intervals and points."""
-    return eval_jaxpr(closed.jaxpr, closed.consts, *args)
+def eval_closed(closed: jcore.ClosedJaxpr, *args, keep_packed: bool = False) -> list:
+    """Interpret a closed jaxpr on Intervals and points (``keep_packed``: see
+    :func:`eval_jaxpr`)."""
+    return eval_jaxpr(closed.jaxpr, closed.consts, *args, keep_packed=keep_packed)
 
 
 def _abstract(leaf):
@@ -187,10 +193,9 @@ def interval(fun: Callable, method: str = "ibp") -> Callable:
         if method == "symbolic":
             from lipxai.bounds import symbolic
 
-            outs = symbolic.eval_closed(closed, *leaves)
+            outs = [unpacked(o) for o in symbolic.eval_closed(closed, *leaves)]
         else:
             outs = eval_closed(closed, *leaves)
-        outs = [unpacked(o) for o in outs]
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 
     return wrapped
