@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 from jax import lax
+from jax.extend import core as jcore
 
 from lipxai._jaxpr import bind
 from lipxai.bounds.interval import FULL_PRECISION, Interval, PackedInterval
@@ -78,7 +79,7 @@ def uses(jaxpr) -> dict:
     readers: dict = {}
     for eqn in jaxpr.eqns:
         for var in eqn.invars:
-            if hasattr(var, "aval") and not hasattr(var, "val"):  # a Var, not a Literal
+            if not isinstance(var, jcore.Literal):
                 readers.setdefault(var, []).append(eqn)
     return readers
 
@@ -179,8 +180,7 @@ def _sub(eqn, invals):
     a, b = invals
     if not isinstance(a, PackedInterval) or isinstance(b, Interval):
         return None
-    tiled = _tiled(b, a.shape[-1])
-    return None if tiled is None else PackedInterval(a.packed - tiled)
+    return _monotone_binary(eqn, invals)
 
 
 def _unary(eqn, x: PackedInterval, **params):
