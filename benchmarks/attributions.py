@@ -82,6 +82,7 @@ SEED, CLASSES, LR, TRAIN_BATCH = 0, 10, 1e-3, 128
 IG_STEPS, SG_SAMPLES, SG_NOISE, GL_STEPS = 64, 32, 0.2, 16
 IG_CHUNKS, SG_CHUNKS, BOUNDARY_CHUNKS = (8, 16, 32, 64), (8, 16, 32), (None, 16)
 LOGIT_ATOL = 1e-4
+SECTIONS = ("saliency", "ig64", "smoothgrad32", "boundary_pgd")
 XLA_SUFFIX = "_xla_options"  # variants compiled with lipxai.explain.jit
 SALIENCY_REPEATS = 10  # x --repeats: a saliency call is ~50x shorter than the others
 PEERS_MESSAGE = ("this benchmark needs torch and captum: install the peers extra "
@@ -325,11 +326,13 @@ def over_steps_x_one_backward(methods):
     """Time of IG-64, Gauss-Legendre-16 and SmoothGrad-32 over (gradient evaluations per image)
     x (the same library's saliency time, one backward pass): below 1 when batching the steps
     or samples beats calling the gradient once per step."""
-    sal = methods["saliency"]
+    sal = methods.get("saliency")
     out = {}
     for name, evaluations in (("ig64", IG_STEPS), ("ig_gl16", GL_STEPS),
                               ("smoothgrad32", SG_SAMPLES)):
-        m = methods[name]
+        m = methods.get(name)
+        if sal is None or m is None:
+            continue
         out[name] = {"gradient_evaluations_per_image": evaluations,
                      "lipxai": round(m["lipxai_s_per_image"]
                                      / (evaluations * sal["lipxai_s_per_image"]), 3)}
@@ -345,11 +348,17 @@ def main():
                         help="images of the boundary search (at most --batch; default 32)")
     parser.add_argument("--train-steps", type=int, default=100,
                         help="Adam steps on MNIST train before explaining (0: untrained weights)")
+    parser.add_argument("--methods", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default all; "
+                             "ig64 includes ig_gl16)")
     parser.add_argument("--torch-device", default="auto",
                         help="torch device for Captum (default auto: cuda when JAX runs on a "
                              "GPU and torch sees one, else cpu)")
     args = parser.parse_args()
     batch, repeats = batch_and_repeats(args)
+    selected = args.methods.split(",")
+    if not selected or not set(selected) <= set(SECTIONS):
+        parser.error(f"--methods must be a comma-separated subset of {','.join(SECTIONS)}")
     if min(batch, repeats, args.boundary_batch) < 1 or args.train_steps < 0:
         parser.error("--batch, --repeats and --boundary-batch must be >= 1, --train-steps >= 0")
     torch, captum_attr = import_peers()
@@ -402,151 +411,156 @@ def main():
         return [(f"lipxai_chunk{c}", {"chunk": None if c == default else c})
                 for c in sorted({*chunks, default})]
 
-    # saliency
-    def make_saliency():
-        return lambda p, x, t: ex.saliency(lambda z: jax_cnn(p, z), x, t)
+    if "saliency" in selected:
+        # saliency
+        def make_saliency():
+            return lambda p, x, t: ex.saliency(lambda z: jax_cnn(p, z), x, t)
 
-    sal = captum_attr.Saliency(model)
-    variants = lipxai_variants("saliency", make_saliency, [("lipxai", {})])
-    variants.update(xla_variant("saliency", make_saliency, "lipxai", {}))
-    variants["captum"] = synced(torch, device, lambda: sal.attribute(
-        x_t.clone().requires_grad_(True), target=target_t, abs=False))
-    log("saliency")
-    times, last = interleaved(variants, SALIENCY_REPEATS * repeats, warmup=["captum"])
-    methods["saliency"] = summarise(times, batch, "lipxai", "captum", {
-        "repeats": SALIENCY_REPEATS * repeats,
-        "max_rel_diff_lipxai_vs_captum": sig(rel_err(last["lipxai"], nhwc(last["captum"])))})
+        sal = captum_attr.Saliency(model)
+        variants = lipxai_variants("saliency", make_saliency, [("lipxai", {})])
+        variants.update(xla_variant("saliency", make_saliency, "lipxai", {}))
+        variants["captum"] = synced(torch, device, lambda: sal.attribute(
+            x_t.clone().requires_grad_(True), target=target_t, abs=False))
+        log("saliency")
+        times, last = interleaved(variants, SALIENCY_REPEATS * repeats, warmup=["captum"])
+        methods["saliency"] = summarise(times, batch, "lipxai", "captum", {
+            "repeats": SALIENCY_REPEATS * repeats,
+            "max_rel_diff_lipxai_vs_captum": sig(rel_err(last["lipxai"], nhwc(last["captum"])))})
 
-    # IG-64 (riemann_middle) chunk sweep and lipxai GL-16, in one interleaved group
-    def make_ig(chunk, steps=IG_STEPS, method="riemann_middle"):
-        return lambda p, x, t: ex.integrated_gradients(
-            lambda z: jax_cnn(p, z), x, t, steps=steps, method=method, batch_size=chunk)
+    if "ig64" in selected:
+        # IG-64 (riemann_middle) chunk sweep and lipxai GL-16, in one interleaved group
+        def make_ig(chunk, steps=IG_STEPS, method="riemann_middle"):
+            return lambda p, x, t: ex.integrated_gradients(
+                lambda z: jax_cnn(p, z), x, t, steps=steps, method=method, batch_size=chunk)
 
-    ig = captum_attr.IntegratedGradients(model)
+        ig = captum_attr.IntegratedGradients(model)
 
-    def captum_ig(steps, method, chunk_steps):
-        return synced(torch, device, lambda: ig.attribute(
-            x_t, baselines=torch.zeros_like(x_t), target=target_t, n_steps=steps, method=method,
-            internal_batch_size=None if chunk_steps is None else chunk_steps * batch))
+        def captum_ig(steps, method, chunk_steps):
+            return synced(torch, device, lambda: ig.attribute(
+                x_t, baselines=torch.zeros_like(x_t), target=target_t, n_steps=steps, method=method,
+                internal_batch_size=None if chunk_steps is None else chunk_steps * batch))
 
-    ig_chunk, gl_chunk = default_chunk(IG_STEPS, x.shape), default_chunk(GL_STEPS, x.shape)
-    gl_name, matched = f"lipxai_gausslegendre{GL_STEPS}", f"captum_internal_batch_{ig_chunk}x{batch}"
-    variants = lipxai_variants("ig64", make_ig, sweep(IG_CHUNKS, ig_chunk))
-    variants.update(xla_variant("ig64", make_ig, f"lipxai_chunk{ig_chunk}", {"chunk": None}))
-    variants.update(lipxai_variants(
-        "ig_gl16", lambda: make_ig(None, GL_STEPS, "gausslegendre"), [(gl_name, {})]))
-    for c in sorted({ig_chunk, DEFAULT_CHUNK}):
-        variants[f"captum_internal_batch_{c}x{batch}"] = captum_ig(IG_STEPS, "riemann_middle", c)
-    variants["captum_unbounded"] = captum_ig(IG_STEPS, "riemann_middle", None)
-    log(f"ig64 + ig_gl16: completeness, then {len(variants)} variants")
-    rm64, gl16, gl64 = (f"riemann_middle{IG_STEPS}", f"gausslegendre{GL_STEPS}",
-                        f"gausslegendre{IG_STEPS}")
-    attr = {  # untimed; the Captum calls also warm up the matched variant
-        f"lipxai_{rm64}": variants[f"lipxai_chunk{ig_chunk}"](),
-        f"captum_{rm64}": nhwc(variants[matched]()),
-        f"lipxai_{gl16}": variants[gl_name](),
-        f"captum_{gl16}": nhwc(captum_ig(GL_STEPS, "gausslegendre", gl_chunk)()),
-        f"lipxai_{gl64}": jax.jit(make_ig(None, IG_STEPS, "gausslegendre"))(params, x, target),
-        f"captum_{gl64}": nhwc(captum_ig(IG_STEPS, "gausslegendre", ig_chunk)()),
-    }
-    errors = {name: completeness(a, *((f_x, f_0) if name.startswith("lipxai") else (f_x_t, f_0_t)))
-              for name, a in attr.items()}
-    times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")
-                                                      and k != matched])  # matched: above
-    methods["ig64"] = summarise(
-        {k: v for k, v in times.items() if k != gl_name}, batch, f"lipxai_chunk{ig_chunk}",
-        matched,
-        {"steps": IG_STEPS, "quadrature": "riemann_middle", "baseline": "zeros",
-         "lipxai_default_chunk_steps": ig_chunk,
-         "max_rel_diff_lipxai_vs_captum": sig(rel_err(attr[f"lipxai_{rm64}"], attr[f"captum_{rm64}"])),
-         "completeness_error": {"lipxai": errors[f"lipxai_{rm64}"],
-                                "captum": errors[f"captum_{rm64}"]}})
-    methods["ig_gl16"] = summarise(
-        {k: times[k] for k in (gl_name, matched, "captum_unbounded")}, batch, gl_name, matched,
-        {"compares": f"lipxai gausslegendre-{GL_STEPS} with Captum riemann_middle-{IG_STEPS} "
-                     "(the same Captum timings as ig64; Captum's gausslegendre-64 evaluates as "
-                     "many gradients)",
-         "gradient_evaluations_per_image": {"lipxai": GL_STEPS, "captum": IG_STEPS},
-         "completeness_error": errors})
+        ig_chunk, gl_chunk = default_chunk(IG_STEPS, x.shape), default_chunk(GL_STEPS, x.shape)
+        gl_name, matched = f"lipxai_gausslegendre{GL_STEPS}", f"captum_internal_batch_{ig_chunk}x{batch}"
+        variants = lipxai_variants("ig64", make_ig, sweep(IG_CHUNKS, ig_chunk))
+        variants.update(xla_variant("ig64", make_ig, f"lipxai_chunk{ig_chunk}", {"chunk": None}))
+        variants.update(lipxai_variants(
+            "ig_gl16", lambda: make_ig(None, GL_STEPS, "gausslegendre"), [(gl_name, {})]))
+        for c in sorted({ig_chunk, DEFAULT_CHUNK}):
+            variants[f"captum_internal_batch_{c}x{batch}"] = captum_ig(IG_STEPS, "riemann_middle", c)
+        variants["captum_unbounded"] = captum_ig(IG_STEPS, "riemann_middle", None)
+        log(f"ig64 + ig_gl16: completeness, then {len(variants)} variants")
+        rm64, gl16, gl64 = (f"riemann_middle{IG_STEPS}", f"gausslegendre{GL_STEPS}",
+                            f"gausslegendre{IG_STEPS}")
+        attr = {  # untimed; the Captum calls also warm up the matched variant
+            f"lipxai_{rm64}": variants[f"lipxai_chunk{ig_chunk}"](),
+            f"captum_{rm64}": nhwc(variants[matched]()),
+            f"lipxai_{gl16}": variants[gl_name](),
+            f"captum_{gl16}": nhwc(captum_ig(GL_STEPS, "gausslegendre", gl_chunk)()),
+            f"lipxai_{gl64}": jax.jit(make_ig(None, IG_STEPS, "gausslegendre"))(params, x, target),
+            f"captum_{gl64}": nhwc(captum_ig(IG_STEPS, "gausslegendre", ig_chunk)()),
+        }
+        errors = {name: completeness(a, *((f_x, f_0) if name.startswith("lipxai") else (f_x_t, f_0_t)))
+                  for name, a in attr.items()}
+        times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")
+                                                          and k != matched])  # matched: above
+        methods["ig64"] = summarise(
+            {k: v for k, v in times.items() if k != gl_name}, batch, f"lipxai_chunk{ig_chunk}",
+            matched,
+            {"steps": IG_STEPS, "quadrature": "riemann_middle", "baseline": "zeros",
+             "lipxai_default_chunk_steps": ig_chunk,
+             "max_rel_diff_lipxai_vs_captum": sig(rel_err(attr[f"lipxai_{rm64}"], attr[f"captum_{rm64}"])),
+             "completeness_error": {"lipxai": errors[f"lipxai_{rm64}"],
+                                    "captum": errors[f"captum_{rm64}"]}})
+        methods["ig_gl16"] = summarise(
+            {k: times[k] for k in (gl_name, matched, "captum_unbounded")}, batch, gl_name, matched,
+            {"compares": f"lipxai gausslegendre-{GL_STEPS} with Captum riemann_middle-{IG_STEPS} "
+                         "(the same Captum timings as ig64; Captum's gausslegendre-64 evaluates as "
+                         "many gradients)",
+             "gradient_evaluations_per_image": {"lipxai": GL_STEPS, "captum": IG_STEPS},
+             "completeness_error": errors})
 
-    gl_err, rm_err = errors[f"lipxai_{gl16}"]["median"], errors[f"captum_{rm64}"]["median"]
-    notes.append(f"ig_gl16: lipxai gausslegendre-{GL_STEPS} evaluates {IG_STEPS // GL_STEPS}x fewer "
-                 f"gradients than Captum riemann_middle-{IG_STEPS}; its median completeness error "
-                 f"is {gl_err:.3g} vs {rm_err:.3g} ({'at most' if gl_err <= rm_err else 'above'} "
-                 "Captum's; ReLU and max-pool make the path integrand piecewise linear, where "
-                 "Gauss-Legendre's order does not help).")
+        gl_err, rm_err = errors[f"lipxai_{gl16}"]["median"], errors[f"captum_{rm64}"]["median"]
+        notes.append(f"ig_gl16: lipxai gausslegendre-{GL_STEPS} evaluates {IG_STEPS // GL_STEPS}x fewer "
+                     f"gradients than Captum riemann_middle-{IG_STEPS}; its median completeness error "
+                     f"is {gl_err:.3g} vs {rm_err:.3g} ({'at most' if gl_err <= rm_err else 'above'} "
+                     "Captum's; ReLU and max-pool make the path integrand piecewise linear, where "
+                     "Gauss-Legendre's order does not help).")
 
-    # SmoothGrad-32, chunk sweep
-    key = jax.random.key(SEED)
+    if "smoothgrad32" in selected:
+        # SmoothGrad-32, chunk sweep
+        key = jax.random.key(SEED)
 
-    def make_sg(chunk):
-        return lambda p, x, t: ex.smoothgrad(lambda z: jax_cnn(p, z), x, t, key=key,
-                                             samples=SG_SAMPLES, noise=SG_NOISE, batch_size=chunk)
+        def make_sg(chunk):
+            return lambda p, x, t: ex.smoothgrad(lambda z: jax_cnn(p, z), x, t, key=key,
+                                                 samples=SG_SAMPLES, noise=SG_NOISE, batch_size=chunk)
 
-    nt = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
+        nt = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
 
-    def captum_sg(chunk):
-        return synced(torch, device, lambda: nt.attribute(
-            x_t, nt_type="smoothgrad", nt_samples=SG_SAMPLES, nt_samples_batch_size=chunk,
-            stdevs=SG_NOISE, target=target_t, abs=False))
+        def captum_sg(chunk):
+            return synced(torch, device, lambda: nt.attribute(
+                x_t, nt_type="smoothgrad", nt_samples=SG_SAMPLES, nt_samples_batch_size=chunk,
+                stdevs=SG_NOISE, target=target_t, abs=False))
 
-    sg_chunk = default_chunk(SG_SAMPLES, x.shape)
-    matched = f"captum_nt_samples_batch_{sg_chunk}"
-    variants = lipxai_variants("smoothgrad32", make_sg, sweep(SG_CHUNKS, sg_chunk))
-    variants.update(xla_variant("smoothgrad32", make_sg, f"lipxai_chunk{sg_chunk}", {"chunk": None}))
-    for c in sorted({sg_chunk, DEFAULT_CHUNK}):
-        variants[f"captum_nt_samples_batch_{c}"] = captum_sg(c)
-    variants["captum_unbounded"] = captum_sg(None)
-    log("smoothgrad32")
-    times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")])
-    methods["smoothgrad32"] = summarise(
-        times, batch, f"lipxai_chunk{sg_chunk}", matched,
-        {"samples": SG_SAMPLES, "noise": SG_NOISE, "lipxai_default_chunk_samples": sg_chunk,
-         "noise_drawn_inside_timed_call": True})
+        sg_chunk = default_chunk(SG_SAMPLES, x.shape)
+        matched = f"captum_nt_samples_batch_{sg_chunk}"
+        variants = lipxai_variants("smoothgrad32", make_sg, sweep(SG_CHUNKS, sg_chunk))
+        variants.update(xla_variant("smoothgrad32", make_sg, f"lipxai_chunk{sg_chunk}", {"chunk": None}))
+        for c in sorted({sg_chunk, DEFAULT_CHUNK}):
+            variants[f"captum_nt_samples_batch_{c}"] = captum_sg(c)
+        variants["captum_unbounded"] = captum_sg(None)
+        log("smoothgrad32")
+        times, _ = interleaved(variants, repeats, warmup=[k for k in variants if k.startswith("captum")])
+        methods["smoothgrad32"] = summarise(
+            times, batch, f"lipxai_chunk{sg_chunk}", matched,
+            {"samples": SG_SAMPLES, "noise": SG_NOISE, "lipxai_default_chunk_samples": sg_chunk,
+             "noise_drawn_inside_timed_call": True})
 
-    # boundary search: PGD ladder, on the first boundary_batch images
-    nb = min(args.boundary_batch, batch)
-    xb, tb, xb_t, tb_t = x[:nb], target[:nb], x_t[:nb], target_t[:nb]
+    if "boundary_pgd" in selected:
+        # boundary search: PGD ladder, on the first boundary_batch images
+        nb = min(args.boundary_batch, batch)
+        xb, tb, xb_t, tb_t = x[:nb], target[:nb], x_t[:nb], target_t[:nb]
 
-    def make_pgd(chunk):
-        return lambda p, x, t: boundary.search(lambda z: jax_cnn(p, z), x, t, method="pgd",
-                                               batch_size=chunk)
+        def make_pgd(chunk):
+            return lambda p, x, t: boundary.search(lambda z: jax_cnn(p, z), x, t, method="pgd",
+                                                   batch_size=chunk)
 
-    variants = {}
-    for chunk in BOUNDARY_CHUNKS:
-        if chunk is None or chunk < nb:
-            name = "lipxai_whole_batch" if chunk is None else f"lipxai_batch_size{chunk}"
-            variants[name], compile_s[f"boundary_pgd/{name}"] = compile_jax(
-                make_pgd(chunk), params, xb, tb)
-    reference = TorchPGDLadder(torch, model)
-    variants["captum_torch_reference"] = synced(torch, device, lambda: reference(xb_t, tb_t))
-    log(f"boundary_pgd on {nb} images")
-    times, last = interleaved(variants, repeats)  # torch's warm-up: the median drops it
-    result, (_, dist_t, success_t) = last["lipxai_whole_batch"], last["captum_torch_reference"]
-    dist_j, dist_t = np.asarray(result.distances), dist_t.cpu().numpy()
-    both = np.asarray(result.success) & success_t.cpu().numpy()
-    close = np.abs(dist_j - dist_t) <= 1e-2 * np.maximum(dist_t, 1e-6)
-    methods["boundary_pgd"] = summarise(
-        times, nb, "lipxai_whole_batch", "captum_torch_reference", {
-            "images": nb, "norm": "l2", "num_eps": reference.num_eps,
-            "steps_per_radius": reference.steps, "step_size": reference.step_size,
-            "eps_bisect": reference.eps_bisect, "refine_steps": reference.refine_steps,
-            "ladder_radii_run": reference.levels_run,
-            "gradient_evaluations_per_image": reference.steps * (reference.levels_run
-                                                                 + reference.eps_bisect),
-            "success_rate": {"lipxai": float(np.mean(result.success)),
-                             "torch": float(success_t.float().mean())},
-            "median_distance": {"lipxai": sig(np.median(dist_j), 4),
-                                "torch": sig(np.median(dist_t), 4)},
-            "fraction_same_distance_1pct": float(np.mean(close[both])) if both.any() else None,
-        })
-    notes.append("boundary_pgd: Captum has no boundary search; 'captum_*' there is "
-                 "TorchPGDLadder, a line-by-line torch port of lipxai.boundary's PGD ladder "
-                 "(same radii, steps, step size, early stop, radius bisection and refinement); "
-                 f"it runs on the first {nb} images (--boundary-batch) to bound the run time.")
-    notes.append("lipxai chunk / batch_size variants are compiled separately; 'ratio' compares "
-                 "lipxai's default with Captum at the same chunk memory, 'best_ratio' the "
-                 "fastest variant of each.")
+        variants = {}
+        for chunk in BOUNDARY_CHUNKS:
+            if chunk is None or chunk < nb:
+                name = "lipxai_whole_batch" if chunk is None else f"lipxai_batch_size{chunk}"
+                variants[name], compile_s[f"boundary_pgd/{name}"] = compile_jax(
+                    make_pgd(chunk), params, xb, tb)
+        reference = TorchPGDLadder(torch, model)
+        variants["captum_torch_reference"] = synced(torch, device, lambda: reference(xb_t, tb_t))
+        log(f"boundary_pgd on {nb} images")
+        times, last = interleaved(variants, repeats)  # torch's warm-up: the median drops it
+        result, (_, dist_t, success_t) = last["lipxai_whole_batch"], last["captum_torch_reference"]
+        dist_j, dist_t = np.asarray(result.distances), dist_t.cpu().numpy()
+        both = np.asarray(result.success) & success_t.cpu().numpy()
+        close = np.abs(dist_j - dist_t) <= 1e-2 * np.maximum(dist_t, 1e-6)
+        methods["boundary_pgd"] = summarise(
+            times, nb, "lipxai_whole_batch", "captum_torch_reference", {
+                "images": nb, "norm": "l2", "num_eps": reference.num_eps,
+                "steps_per_radius": reference.steps, "step_size": reference.step_size,
+                "eps_bisect": reference.eps_bisect, "refine_steps": reference.refine_steps,
+                "ladder_radii_run": reference.levels_run,
+                "gradient_evaluations_per_image": reference.steps * (reference.levels_run
+                                                                     + reference.eps_bisect),
+                "success_rate": {"lipxai": float(np.mean(result.success)),
+                                 "torch": float(success_t.float().mean())},
+                "median_distance": {"lipxai": sig(np.median(dist_j), 4),
+                                    "torch": sig(np.median(dist_t), 4)},
+                "fraction_same_distance_1pct": float(np.mean(close[both])) if both.any() else None,
+            })
+        notes.append("boundary_pgd: Captum has no boundary search; 'captum_*' there is "
+                     "TorchPGDLadder, a line-by-line torch port of lipxai.boundary's PGD ladder "
+                     "(same radii, steps, step size, early stop, radius bisection and refinement); "
+                     f"it runs on the first {nb} images (--boundary-batch) to bound the run time.")
+        notes.append("lipxai chunk / batch_size variants are compiled separately; 'ratio' compares "
+                     "lipxai's default with Captum at the same chunk memory, 'best_ratio' the "
+                     "fastest variant of each.")
+
     if args.train_steps == 0:
         notes.append("weights are untrained (torch default init, seed 0)")
 

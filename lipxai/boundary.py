@@ -37,6 +37,10 @@ the boundary of the runner-up class at ``x`` when another class is closer; DeepF
 looks at every class, and ``"all"`` keeps the best. No method returns a point closer
 than the true boundary distance since every returned point is checked by ``m``.
 
+The methods take gradients inside loops; on CPU the model's convolutions are given explicit
+input-gradient convolutions there (:mod:`lipxai._conv_transpose`: about 2x faster gradient
+steps on XLA:CPU).
+
 Per-example results assume that ``fn`` treats examples independently (no batch
 statistics): gradients are taken of ``sum_b m_b`` and every update, stop and
 projection is per example, so an example's result does not depend on its batch.
@@ -55,6 +59,7 @@ import numpy as np
 import optax
 
 from lipxai._checks import floating_array, labels_for, one_of, positive_int
+from lipxai._conv_transpose import for_gradient_loops
 
 __all__ = ["BoundaryResult", "margin", "search"]
 
@@ -353,6 +358,7 @@ def _pick_closest(results):
 )
 def _search(fn, x, target, ladder, *, norm, method, num_classes, steps, step_size, eps_bisect,
             max_iter, overshoot, cw_steps, cw_rounds, cw_lr, cw_c, kappa, refine_steps, tol):
+    fn = for_gradient_loops(fn)  # the methods take gradients inside loops
     mfn = lambda z: _margin_of_logits(fn(z), target)
     m0 = mfn(x)
     if method == "pgd":

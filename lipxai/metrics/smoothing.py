@@ -52,17 +52,15 @@ on each call's shapes), with ordinary JAX operations, so the result composes wit
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import bind, scan_layout
+from lipxai._jaxpr import Rewriter
 
 __all__ = ["softplus_relu"]
 
@@ -71,10 +69,6 @@ _ZERO_PRESERVING = frozenset(
     {"broadcast_in_dim", "convert_element_type", "reshape", "squeeze", "expand_dims", "copy",
      "copy_p", "transpose"}
 )
-_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-          "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
-          "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr"}
-_REMAT = ("remat2", "checkpoint", "remat")
 
 
 def softplus_relu(fn: Callable, beta: float, *, max_min: bool = False) -> Callable:
@@ -103,22 +97,7 @@ def softplus_relu(fn: Callable, beta: float, *, max_min: bool = False) -> Callab
     if (not isinstance(beta, numbers.Real) or isinstance(beta, bool)
             or not np.isfinite(beta) or not beta > 0):
         raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    smoother = _Smoother(float(beta), bool(max_min))
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-
-        def flat_fn(*flat):
-            a, k = jax.tree_util.tree_unflatten(treedef, flat)
-            return fn(*a, **k)
-
-        abstract = [jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) for v in leaves]
-        closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*abstract)
-        outs = smoother.eval_closed(closed, *leaves)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
-
-    return wrapped
+    return _Smoother(float(beta), bool(max_min)).transform(fn)
 
 
 def _is_zero_literal(var) -> bool:
@@ -146,27 +125,18 @@ def _floating(var) -> bool:
     return aval is not None and jnp.issubdtype(aval.dtype, jnp.floating)
 
 
-def _sub_jaxprs(params) -> list:
-    """The (open) jaxprs among an equation's params (ClosedJaxpr, Jaxpr, or tuples of them)."""
-    out = []
-    for value in params.values():
-        for v in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(v, jcore.ClosedJaxpr):
-                out.append(v.jaxpr)
-            elif isinstance(v, jcore.Jaxpr):
-                out.append(v)
-    return out
+class _Smoother(Rewriter):
+    """ReLUs (and, with ``max_min``, floating max / min) become softplus expressions."""
 
+    description = "lipxai.metrics.softplus_relu: a ReLU"
 
-class _Smoother:
     def __init__(self, beta: float, max_min: bool):
+        super().__init__()
         self.beta = beta
         self.max_min = max_min
-        self._has = {}  # id(jaxpr) -> (jaxpr, bool): does it contain something to smooth
 
-    # ---- static analysis: which equations / sub-jaxprs hold a ReLU ----------------------
-
-    def _zero_vars(self, jaxpr, consts=None) -> set:
+    def context(self, jaxpr, consts=None) -> set:
+        """The variables of ``jaxpr`` known to be zero."""
         zeros = set()
         if consts is not None:
             # only constants that reach a max (directly or through a broadcast / reshape)
@@ -183,6 +153,9 @@ class _Smoother:
                     zeros.update(eqn.outvars)
         return zeros
 
+    def is_target(self, eqn, zeros) -> bool:
+        return self._is_relu(eqn, zeros) or self._is_max_min(eqn)
+
     def _is_relu(self, eqn, zeros) -> bool:
         if eqn.primitive.name != "max" or len(eqn.invars) != 2:
             return False
@@ -197,115 +170,16 @@ class _Smoother:
         return (self.max_min and eqn.primitive.name in ("max", "min")
                 and len(eqn.invars) == 2 and _floating(eqn.outvars[0]))
 
-    def has_target(self, jaxpr, consts=None) -> bool:
-        key = id(jaxpr)
-        hit = self._has.get(key)
-        if hit is not None and hit[0] is jaxpr and consts is None:
-            return hit[1]
-        zeros = self._zero_vars(jaxpr, consts)
-        found = any(
-            self._is_relu(eqn, zeros) or self._is_max_min(eqn)
-            or any(self.has_target(sub) for sub in _sub_jaxprs(eqn.params))
-            for eqn in jaxpr.eqns
-        )
-        if consts is None:
-            self._has[key] = (jaxpr, found)
-        return found
-
-    # ---- evaluation ---------------------------------------------------------------------
-
     def softplus(self, z):
         beta = jnp.asarray(self.beta, z.dtype)
         return jax.nn.softplus(beta * z) / beta
 
-    def eval_closed(self, closed, *args) -> list:
-        return self.eval_jaxpr(closed.jaxpr, closed.consts, *args)
-
-    def eval_jaxpr(self, jaxpr, consts, *args) -> list:
-        env = {}
-
-        def read(var):
-            return var.val if isinstance(var, jcore.Literal) else env[var]
-
-        for var, value in zip(jaxpr.constvars, consts, strict=True):
-            env[var] = value
-        for var, value in zip(jaxpr.invars, args, strict=True):
-            env[var] = value
-        zeros = self._zero_vars(jaxpr, consts)
-        for eqn in jaxpr.eqns:
-            invals = [read(v) for v in eqn.invars]
-            outvals = self._eval_eqn(eqn, invals, zeros)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            for var, value in zip(eqn.outvars, outvals, strict=True):
-                if not isinstance(var, jcore.DropVar):
-                    env[var] = value
-        return [read(v) for v in jaxpr.outvars]
-
-    def _eval_eqn(self, eqn, invals, zeros):
-        name = eqn.primitive.name
+    def rewrite(self, eqn, invals, zeros):
+        dtype, shape = eqn.outvars[0].aval.dtype, eqn.outvars[0].aval.shape
         if self._is_relu(eqn, zeros):
-            a, b = eqn.invars
+            a, _ = eqn.invars
             z = invals[1] if (_is_zero_literal(a) or a in zeros) else invals[0]
-            dtype = eqn.outvars[0].aval.dtype
-            return jnp.broadcast_to(self.softplus(jnp.asarray(z, dtype)),
-                                    eqn.outvars[0].aval.shape)
-        if self._is_max_min(eqn):
-            dtype = eqn.outvars[0].aval.dtype
-            a, b = (jnp.asarray(v, dtype) for v in invals)
-            s = self.softplus(a - b)
-            out = b + s if name == "max" else a - s
-            return jnp.broadcast_to(out, eqn.outvars[0].aval.shape)
-        subs = _sub_jaxprs(eqn.params)
-        if subs and any(self.has_target(sub) for sub in subs):
-            return self._eval_higher_order(eqn, invals)
-        return bind(eqn, invals)
-
-    def _eval_higher_order(self, eqn, invals):
-        name, params = eqn.primitive.name, eqn.params
-        if name in _CALLS:
-            # custom_jvp / custom_vjp: the body without its derivative rule
-            return self._eval_any(params[_CALLS[name]], invals)
-        if name in _REMAT:
-            body = params["jaxpr"]
-            kwargs = {k: params[k] for k in ("prevent_cse", "policy") if k in params}
-            return jax.checkpoint(lambda *a: self._eval_any(body, a), **kwargs)(*invals)
-        if name == "cond":
-            index, ops = invals[0], invals[1:]
-            branches = [functools.partial(self._branch, br) for br in params["branches"]]
-            return list(lax.switch(index, branches, *ops))
-        if name == "scan":
-            nconst, ncarry = scan_layout(params)
-            body = params["jaxpr"]
-            consts, init, xs = (invals[:nconst], invals[nconst:nconst + ncarry],
-                                invals[nconst + ncarry:])
-
-            def step(carry, x):
-                outs = self._eval_any(body, [*consts, *carry, *x])
-                return outs[:ncarry], outs[ncarry:]
-
-            carry, ys = lax.scan(step, list(init), list(xs), length=params["length"],
-                                 reverse=params["reverse"], unroll=params.get("unroll", 1))
-            return list(carry) + list(ys)
-        if name == "while":
-            cn, bn = params["cond_nconsts"], params["body_nconsts"]
-            cconsts, bconsts, init = invals[:cn], invals[cn:cn + bn], invals[cn + bn:]
-            cond_fn = lambda c: self._eval_any(params["cond_jaxpr"], [*cconsts, *c])[0]
-            body_fn = lambda c: self._eval_any(params["body_jaxpr"], [*bconsts, *c])
-            return list(lax.while_loop(cond_fn, body_fn, list(init)))
-        raise NotImplementedError(
-            f"lipxai.metrics.softplus_relu: a ReLU inside the higher-order primitive "
-            f"'{name}' cannot be replaced (supported: {sorted(set(_CALLS) | set(_REMAT))}, "
-            "cond, scan, while)"
-        )
-
-    def _branch(self, closed, *ops):
-        return self._eval_any(closed, ops)
-
-    def _eval_any(self, body, args) -> list:
-        if isinstance(body, jcore.ClosedJaxpr):
-            return self.eval_closed(body, *args)
-        return self.eval_jaxpr(body, (), *args)
-
-
-
+            return jnp.broadcast_to(self.softplus(jnp.asarray(z, dtype)), shape)
+        a, b = (jnp.asarray(v, dtype) for v in invals)
+        s = self.softplus(a - b)
+        return jnp.broadcast_to(b + s if eqn.primitive.name == "max" else a - s, shape)
