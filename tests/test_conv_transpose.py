@@ -1,8 +1,8 @@
-"""Tests of lipxai._conv_transpose: convolution input-gradients written as plain convolutions.
+"""Tests of lipxai._conv_transpose: convolution kernels laid out explicitly (for loops on CPU).
 
-The rewritten function must have the values and derivatives of the original for every
-convolution layout, and its input gradients inside loops must compile to the ordinary
-(``01io``) convolution form that XLA:CPU runs with its library kernels.
+The rewritten function must have the values (and derivatives, forward and reverse) of the
+original for every convolution layout, and the input gradients inside loops must compile to
+the ordinary (``01io``) convolution form that XLA:CPU runs with its library kernels.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from jax import lax
 
 import lipxai.boundary as boundary_module
 from lipxai import boundary
-from lipxai._conv_transpose import explicit_conv_transposes, for_gradient_loops
+from lipxai._conv_transpose import canonical_conv_kernels, for_gradient_loops
 
 CASES = {
     "same_nhwc": dict(x=(2, 9, 8, 3), w=(3, 3, 3, 4), strides=(1, 1), padding=((1, 1), (1, 1)),
@@ -44,96 +44,85 @@ def _inputs(case, seed=0):
     return jax.random.normal(kx, case["x"]), jax.random.normal(kw, case["w"])
 
 
-def _has_custom_vjp(jaxpr) -> bool:
-    return "custom_vjp_call" in str(jaxpr)
+def _vjp_fn(f, w):
+    """``(x, ct) -> (d/dx, d/dw)`` of ``<f(x, w), ct>``: a function that takes gradients."""
+    return lambda x, ct: jax.vjp(f, x, w)[1](ct)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_values_and_both_gradients_equal_jax(name):
+def test_gradients_equal_jax(name):
     case = CASES[name]
     f = _model(case)
-    g = explicit_conv_transposes(f)
     x, w = _inputs(case)
-    y = f(x, w)
-    np.testing.assert_allclose(g(x, w), y, rtol=1e-6, atol=1e-6)
-    assert _has_custom_vjp(jax.make_jaxpr(g)(x, w))
-    ct = jax.random.normal(jax.random.PRNGKey(7), y.shape)
-    expected = jax.vjp(f, x, w)[1](ct)
-    got = jax.vjp(g, x, w)[1](ct)
-    for a, b in zip(got, expected, strict=True):
+    ct = jax.random.normal(jax.random.PRNGKey(7), f(x, w).shape)
+    plain = _vjp_fn(f, w)
+    rewritten = canonical_conv_kernels(plain)
+    assert "transpose[" in str(jax.make_jaxpr(rewritten)(x, ct))
+    assert "transpose[" not in str(jax.make_jaxpr(plain)(x, ct))
+    for a, b in zip(rewritten(x, ct), plain(x, ct), strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["valid_strided", "nchw_asymmetric_dilated"])
-def test_second_order_gradients_equal_jax(name):
+def test_derivatives_of_the_rewritten_function_equal_jax(name):
+    """It is made of ordinary operations: forward and reverse mode go through it."""
     case = CASES[name]
-    f, x_w = _model(case), _inputs(case, seed=1)
-    g = explicit_conv_transposes(f)
-
-    def double_backward(h):
-        x, w = x_w
-        inner = lambda z: jnp.sum(jax.grad(lambda z: jnp.sum(h(z, w) ** 2))(z) ** 2)
-        return jax.grad(inner)(x)
-
-    np.testing.assert_allclose(double_backward(g), double_backward(f), rtol=1e-4, atol=1e-4)
+    f = _model(case)
+    x, w = _inputs(case, seed=1)
+    saliency = lambda z: jax.grad(lambda u: jnp.sum(f(u, w) ** 2))(z)
+    rewritten = canonical_conv_kernels(saliency)
+    tangent = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+    np.testing.assert_allclose(jax.jvp(rewritten, (x,), (tangent,))[1],
+                               jax.jvp(saliency, (x,), (tangent,))[1], rtol=1e-4, atol=1e-4)
+    loss = lambda g: jax.grad(lambda z: jnp.sum(g(z) ** 2))(x)
+    np.testing.assert_allclose(loss(rewritten), loss(saliency), rtol=1e-4, atol=1e-4)
 
 
 def test_jit_and_vmap():
     case = CASES["same_nhwc"]
     f, (x, w) = _model(case), _inputs(case)
-    g = explicit_conv_transposes(f)
-    grad = lambda h: jax.grad(lambda z: jnp.sum(h(z, w) ** 3))
-    np.testing.assert_allclose(jax.jit(grad(g))(x), grad(f)(x), rtol=1e-5, atol=1e-5)
-    per_example = jax.vmap(lambda xi: grad(g)(xi[None])[0])(x)
-    np.testing.assert_allclose(per_example, grad(f)(x), rtol=1e-5, atol=1e-5)
+    grad = jax.grad(lambda z: jnp.sum(f(z, w) ** 3))
+    rewritten = canonical_conv_kernels(grad)
+    np.testing.assert_allclose(jax.jit(rewritten)(x), grad(x), rtol=1e-5, atol=1e-5)
+    per_example = jax.vmap(lambda xi: rewritten(xi[None])[0])(x)
+    np.testing.assert_allclose(per_example, grad(x), rtol=1e-5, atol=1e-5)
 
 
-def _loop_hlo(h, x, w):
-    step = lambda _, z: z + 1e-3 * jax.grad(lambda u: jnp.sum(h(u, w)))(z)
-    return jax.jit(lambda z: lax.fori_loop(0, 3, step, z)).lower(x).compile().as_text()
+def _gradient_loop(f, w):
+    step = lambda _, z: z + 1e-3 * jax.grad(lambda u: jnp.sum(f(u, w)))(z)
+    return lambda z: lax.fori_loop(0, 3, step, z)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the XLA:CPU convolution forms")
 def test_input_gradient_in_a_loop_compiles_to_the_plain_kernel_layout():
     case = CASES["same_nhwc"]
     f, (x, w) = _model(case), _inputs(case)
-    plain = _loop_hlo(f, x, w)
+    loop = _gradient_loop(f, w)
+    hlo = lambda g: jax.jit(g).lower(x).compile().as_text()
+    plain = hlo(loop)
     if "01oi->" not in plain:
         pytest.skip("this XLA already canonicalises convolution transposes inside loops")
-    rewritten = _loop_hlo(explicit_conv_transposes(f), x, w)
+    rewritten = hlo(canonical_conv_kernels(loop))
     assert "01oi->" not in rewritten
     assert rewritten.count("convolution(") >= 2  # forward and input gradient
+    np.testing.assert_allclose(canonical_conv_kernels(loop)(x), loop(x), rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_and_input_dilated_convolutions_are_left_alone():
+def test_grouped_convolutions_and_weight_gradients_are_left_alone():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 6))
     dn = ("NHWC", "HWIO", "NHWC")
     grouped = lambda z: lax.conv_general_dilated(z, w, (1, 1), "SAME", dimension_numbers=dn,
                                                  feature_group_count=2)
-    w_dilated = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 4, 2))
-    dilated = lambda z: lax.conv_general_dilated(z, w_dilated, (1, 1), ((1, 1), (1, 1)),
-                                                 lhs_dilation=(2, 2), dimension_numbers=dn)
-    for f in (grouped, dilated):
-        g = explicit_conv_transposes(f)
-        assert not _has_custom_vjp(jax.make_jaxpr(g)(x))
-        squared = lambda h: jax.grad(lambda z: jnp.sum(h(z) ** 2))(x)
-        np.testing.assert_allclose(squared(g), squared(f), rtol=1e-5)
-
-
-def test_custom_derivative_rules_are_kept():
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 1))
-    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 1, 2))
-
-    @jax.custom_jvp
-    def blocked(z):
-        return lax.conv_general_dilated(z, w, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    blocked.defjvp(lambda primals, tangents: (blocked(*primals), jnp.zeros_like(blocked(*primals))))
-    g = explicit_conv_transposes(lambda z: jnp.sum(blocked(z) ** 2))
-    np.testing.assert_array_equal(jax.grad(g)(x), np.zeros(x.shape))
+    grad_grouped = jax.grad(lambda z: jnp.sum(grouped(z) ** 2))
+    assert "transpose[" not in str(jax.make_jaxpr(canonical_conv_kernels(grad_grouped))(x))
+    w2 = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 4, 5))
+    conv = lambda v: lax.conv_general_dilated(x, v, (1, 1), "SAME", dimension_numbers=dn)
+    weight_grad = jax.grad(lambda v: jnp.sum(conv(v) ** 2))
+    rewritten = canonical_conv_kernels(weight_grad)
+    assert "transpose[" not in str(jax.make_jaxpr(rewritten)(w2))
+    np.testing.assert_allclose(rewritten(w2), weight_grad(w2), rtol=1e-5)
 
 
 def test_convolutions_inside_control_flow_and_calls_are_rewritten():
@@ -141,31 +130,31 @@ def test_convolutions_inside_control_flow_and_calls_are_rewritten():
     conv = _model(case)
     x, w = _inputs(case)
     w_same = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 3, 3))
+    grad = lambda z: jax.grad(lambda u: jnp.sum(conv(u, w_same)))(z)  # conv: tanh(...)
 
     def f(z):
-        z = jax.jit(lambda u: conv(u, w_same))(z)
-        z = jax.checkpoint(lambda u: conv(u, w_same))(z)
-        z = lax.cond(jnp.sum(z) > 0, lambda u: conv(u, w_same), lambda u: -conv(u, w_same), z)
-        z, _ = lax.scan(lambda c, _: (conv(c, w_same), None), z, None, length=2)
+        z = jax.jit(grad)(z)
+        z = jax.checkpoint(grad)(z)
+        z = lax.cond(jnp.sum(z) > 0, grad, lambda u: -grad(u), z)
+        z, _ = lax.scan(lambda c, _: (grad(c), None), z, None, length=2)
         return jnp.sum(conv(z, w) ** 2)
 
-    g = explicit_conv_transposes(f)
-    jaxpr = str(jax.make_jaxpr(g)(x))
-    assert jaxpr.count("custom_vjp_call") >= 5
-    np.testing.assert_allclose(g(x), f(x), rtol=1e-5)
-    np.testing.assert_allclose(jax.grad(g)(x), jax.grad(f)(x), rtol=1e-4, atol=1e-5)
+    g = canonical_conv_kernels(f)
+    assert str(jax.make_jaxpr(g)(x)).count("transpose[") >= 5
+    np.testing.assert_allclose(g(x), f(x), rtol=1e-4)  # a sum after six convolutions
 
 
 def test_for_gradient_loops_only_rewrites_on_cpu():
     case = CASES["same_nhwc"]
     f, (x, w) = _model(case), _inputs(case)
-    rewritten = _has_custom_vjp(jax.make_jaxpr(for_gradient_loops(f))(x, w))
+    grad = jax.grad(lambda z: jnp.sum(f(z, w)))
+    rewritten = "transpose[" in str(jax.make_jaxpr(for_gradient_loops(grad))(x))
     assert rewritten == (jax.default_backend() == "cpu")
 
 
 def test_not_callable():
     with pytest.raises(TypeError, match="fn must be callable"):
-        explicit_conv_transposes(3)
+        canonical_conv_kernels(3)
 
 
 def _small_cnn(seed=0):
