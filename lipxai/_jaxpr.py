@@ -4,6 +4,7 @@ equation-replacing interpreter of the last two."""
 
 from __future__ import annotations
 
+import abc
 import functools
 
 import jax
@@ -33,6 +34,8 @@ CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_cal
 #: Custom-derivative calls and the parameter that holds their primal body.
 CUSTOM_DERIVATIVE_CALLS = {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
                            "custom_vjp_call_jaxpr": "fun_jaxpr"}
+#: Calls whose body reads the operands one to one, and the parameter that holds it.
+BODIES = {**CALLS, **CUSTOM_DERIVATIVE_CALLS}
 REMAT = ("remat2", "checkpoint", "remat")
 
 
@@ -48,7 +51,7 @@ def sub_jaxprs(params) -> list:
     return out
 
 
-class Rewriter:
+class Rewriter(abc.ABC):
     """Re-interpret a function's jaxpr, replacing the equations a subclass picks.
 
     A subclass defines :meth:`is_target` and :meth:`rewrite` (and optionally
@@ -78,12 +81,13 @@ class Rewriter:
         """Facts about ``jaxpr`` (``consts``: its constants, when known) for the hooks."""
         return None
 
+    @abc.abstractmethod
     def is_target(self, eqn, context) -> bool:
-        raise NotImplementedError
+        """Whether equation ``eqn`` is replaced."""
 
+    @abc.abstractmethod
     def rewrite(self, eqn, invals, context):
         """The output value (a list if the primitive has multiple results) of a target."""
-        raise NotImplementedError
 
     def transform(self, fn):
         """``fn`` with its jaxpr re-interpreted, traced anew on each call's shapes."""
@@ -156,8 +160,8 @@ class Rewriter:
 
     def _eval_higher_order(self, eqn, invals):
         name, params = eqn.primitive.name, eqn.params
-        if name in CALLS or name in CUSTOM_DERIVATIVE_CALLS:
-            return self._eval_any(params[{**CALLS, **CUSTOM_DERIVATIVE_CALLS}[name]], invals)
+        if name in BODIES:
+            return self._eval_any(params[BODIES[name]], invals)
         if name in REMAT:
             body = params["jaxpr"]
             kwargs = {k: params[k] for k in ("prevent_cse", "policy") if k in params}

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import bind
+from lipxai._jaxpr import BODIES, bind
 from lipxai.bounds.interval import FULL_PRECISION, Interval, PackedInterval
 
 #: Lane-wise rules by primitive name: ``rule(eqn, invals) -> PackedInterval | None``.
@@ -63,8 +63,7 @@ def features_last(dimension_numbers, ndim: int) -> bool:
 
 
 #: Call-like primitives: their rules pass PackedIntervals on to their body as they are.
-CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint",
-                   "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
+CALLS = frozenset({*BODIES, "remat2", "checkpoint"})
 
 #: An unpacked input is packed for a convolution only if it has at most this many features
 #: (an image's channels): packing it costs a concatenation and twice the FLOPs.

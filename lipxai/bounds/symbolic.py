@@ -75,6 +75,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from lipxai._jaxpr import BODIES
 from lipxai.bounds import control, interpreter
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
 from lipxai.bounds.patterns import MaxFacts
@@ -550,10 +551,7 @@ def _reduce_max(invals, lins, out_aval, *, axes, **params):
 #: Rules that accept a :class:`Diagonal` (the others get it materialised).
 _DIAGONAL_AWARE = {"reshape", "dot_general"}
 
-_CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-          "core_call": "call_jaxpr", "remat2": "jaxpr", "checkpoint": "jaxpr",
-          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
-          "custom_vjp_call_jaxpr": "fun_jaxpr"}
+_CALLS = {**BODIES, "remat2": "jaxpr", "checkpoint": "jaxpr"}
 
 
 def _call_body(eqn, invals):
