@@ -27,8 +27,8 @@ shorter: 10 x --repeats) interleave; medians are reported, in seconds per image 
 images).
   saliency      lipxai.explain.saliency vs captum Saliency(abs=False).
   ig64          integrated_gradients(steps=64, riemann_middle, zero baseline) at chunk sizes
-                8/16/32/64 steps and at lipxai's default (batch_size=None; default_chunk: 8
-                steps at batch 128, 10 at batch 16) vs captum IntegratedGradients(n_steps=64,
+                8/16/32/64 steps and at lipxai's default (batch_size=None; default_chunk: 1
+                step at batch 128, 10 at batch 16) vs captum IntegratedGradients(n_steps=64,
                 riemann_middle) with internal_batch_size = lipxai's default chunk x batch
                 (same memory), 16 steps x batch, and unbounded (Captum's default).
   ig_gl16       lipxai gausslegendre with 16 steps (default chunk), timed in the
@@ -37,7 +37,7 @@ images).
                 |sum attr - (f(x) - f(0))| / |f(x) - f(0)| (median and max over the batch) of
                 both libraries at riemann_middle-64, gausslegendre-16 and gausslegendre-64.
   smoothgrad32  smoothgrad(samples=32, noise=0.2) at chunks 8/16/32 and lipxai's default
-                (4 samples at batch 128, 8 at batch 16) vs captum NoiseTunnel(Saliency) with
+                (1 sample at batch 128, 8 at batch 16) vs captum NoiseTunnel(Saliency) with
                 nt_samples=32, stdevs=0.2, nt_samples_batch_size = lipxai's default chunk
                 (same memory), 16, and unbounded.
   boundary_pgd  lipxai.boundary.search(method="pgd") with its defaults (L2, 20 radii, 20 steps

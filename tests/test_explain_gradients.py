@@ -267,64 +267,96 @@ def test_default_chunk(monkeypatch):
 
     if jax.default_backend() == "cpu":
         # the values quoted in default_chunk's docstring (benchmarks/attributions.py)
-        assert ex.default_chunk(32, (128, 28, 28, 1)) == 4
-        assert ex.default_chunk(64, (128, 28, 28, 1)) == 8
+        assert ex.default_chunk(32, (128, 28, 28, 1)) == 1
+        assert ex.default_chunk(64, (128, 28, 28, 1)) == 1
         assert ex.default_chunk(32, (16, 28, 28, 1)) == 8
         assert ex.default_chunk(64, (16, 28, 28, 1)) == 10
-        assert ex.default_chunk(50, (1, 28, 28, 1)) == ex.DEFAULT_CHUNK  # never above
-        assert ex.default_chunk(300, (128, 28, 28, 1)) == ex.DEFAULT_CHUNK  # the scan
+        assert ex.default_chunk(48, (1, 28, 28, 1)) == ex.DEFAULT_CHUNK  # never above
+        assert ex.default_chunk(50, (1, 28, 28, 1)) == 13  # balanced: 4 chunks, not 16+16+16+2
     for n in (1, 2, 7, 50, 64, 1000):
         for shape in ((1, 4), (16, 28, 28, 1), (256, 32, 32, 3)):
             c = ex.default_chunk(n, shape)
             assert 1 <= c <= min(n, ex.DEFAULT_CHUNK)
+            chunks = -(-n // c)
+            assert chunks == 1 or c * (chunks - 1) < n <= c * chunks
     monkeypatch.setattr(g.jax, "default_backend", lambda: "gpu")
     assert ex.default_chunk(32, (128, 28, 28, 1)) == ex.DEFAULT_CHUNK
     assert ex.default_chunk(5, (128, 28, 28, 1)) == 5
 
 
-def test_unrolled_and_scanned_chunks_agree(linear, monkeypatch):
+def test_chunked_and_single_chunk_agree(linear, monkeypatch):
+    """Chunks in the scan (with the kernel-layout rewrite on CPU) plus a remainder chunk give
+    what one chunk of every step / sample gives; so does the scan without the rewrite."""
     from lipxai.explain import gradients as g
 
     fn, _, x, t = linear
     fn = lambda z, fn=fn: jnp.tanh(fn(z))  # not linear: gradients vary along paths and noise
     key = jax.random.key(3)
 
-    def run():
-        return (ex.smoothgrad(fn, x, t, key=key, samples=5, noise=0.3, batch_size=2),
-                ex.integrated_gradients(fn, x, t, steps=7, batch_size=3),
-                ex.idgi(fn, x, t, steps=5, batch_size=2))
+    def run(chunks):
+        sg, ig, idgi = chunks
+        return (ex.smoothgrad(fn, x, t, key=key, samples=5, noise=0.3, batch_size=sg),
+                ex.integrated_gradients(fn, x, t, steps=7, batch_size=ig),
+                ex.idgi(fn, x, t, steps=5, batch_size=idgi))
 
-    unrolled = jax.jit(run)()
-    monkeypatch.setattr(g, "MAX_UNROLLED_CHUNKS", 0)  # every multi-chunk sum: lax.scan
-    for got, want in zip(jax.jit(run)(), unrolled, strict=True):
+    whole = run((5, 7, 5))
+    for got, want in zip(jax.jit(lambda: run((2, 3, 2)))(), whole, strict=True):
+        close(got, want, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(g, "for_gradient_loops", lambda f: f)
+    monkeypatch.setattr(g, "for_gradients", lambda f: f)
+    for got, want in zip(run((1, 2, 4)), whole, strict=True):
         close(got, want, rtol=1e-5, atol=1e-7)
 
 
-def test_unrolled_chunks_run_one_at_a_time(monkeypatch):
-    """The unrolled chunks are chained by data (``_after``): only one chunk's intermediates
-    are live at a time, as in the scan (XLA would otherwise overlap the independent ones)."""
-    from lipxai.explain import gradients as g
-
+def test_chunks_run_one_at_a_time():
+    """Chunks are a loop: one chunk's intermediates are live at a time, not all of them."""
     rng = np.random.default_rng(0)
     w1 = jnp.asarray(rng.normal(size=(16, 2048)), jnp.float32)
     w2 = jnp.asarray(rng.normal(size=(2048, 3)), jnp.float32)
     fn = lambda z: jnp.tanh(z @ w1) @ w2  # 8 KiB of activations per example
     x, t = jnp.ones((8, 16)), jnp.zeros(8, jnp.int32)
 
-    def temp_bytes():
+    def temp_bytes(batch_size):
         f = jax.jit(lambda x: ex.smoothgrad(fn, x, t, key=jax.random.key(0), samples=8,
-                                            batch_size=1))
+                                            batch_size=batch_size))
         memory = f.lower(x).compile().memory_analysis()
         if memory is None:
             pytest.skip("no memory analysis on this backend")
         return memory.temp_size_in_bytes
 
-    assert jax.default_backend() != "cpu" or g._unroll_chunks(8)
-    unrolled = temp_bytes()
-    monkeypatch.setattr(g, "MAX_UNROLLED_CHUNKS", 0)
-    scanned = temp_bytes()
     one_chunk = 8 * 2048 * 4  # one chunk's tanh activations
-    assert unrolled <= scanned + 2 * one_chunk, (unrolled, scanned)
+    chunked, whole = temp_bytes(1), temp_bytes(8)
+    assert whole >= 8 * one_chunk, whole
+    assert chunked <= 3 * one_chunk, (chunked, one_chunk)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the XLA:CPU convolution forms")
+def test_chunked_convolution_gradients_use_the_plain_kernel_layout(cnn):
+    """On CPU the scan over chunks has its input-gradient convolutions' kernels laid out
+    explicitly (lipxai._cpu_convolutions), so XLA:CPU runs them with its library kernel."""
+    fn, x, t = cnn
+    x, t = x[:4], t[:4]
+    f = jax.jit(lambda x: ex.integrated_gradients(fn, x, t, steps=4, batch_size=1))
+    hlo = f.lower(x).compile().as_text()
+    assert "while" in hlo
+    assert "01oi->" not in hlo
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rewrite")
+def test_wide_convolutions_are_padded_for_the_threaded_cpu_kernel():
+    """Saliency and the chunked methods pad the convolutions XLA:CPU would give to YNNPACK
+    (lipxai._cpu_convolutions.threaded_conv_kernels); the values are those of plain JAX."""
+    w = jax.random.normal(jax.random.key(0), (3, 3, 1, 20)) / 3
+    dense = jax.random.normal(jax.random.key(1), (12 * 12 * 20, 3)) / 50
+    fn = lambda z: jnp.tanh(jax.lax.conv_general_dilated(
+        z, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).reshape(
+        z.shape[0], -1) @ dense
+    x, t = jax.random.normal(jax.random.key(2), (3, 12, 12, 1)), jnp.array([0, 1, 2])
+    for method in (lambda x: ex.saliency(fn, x, t),
+                   lambda x: ex.integrated_gradients(fn, x, t, steps=4, batch_size=2)):
+        assert "padding=((1, 2), (1, 1))" in str(jax.make_jaxpr(method)(x))
+    want = jax.vmap(jax.grad(lambda xi, ti: fn(xi[None])[0, ti]))(x, t)
+    close(ex.saliency(fn, x, t), want, rtol=1e-4, atol=1e-6)
 
 
 def test_jit_with_cpu_compiler_options(cnn, monkeypatch):

@@ -17,9 +17,16 @@ Chunking
 --------
 SmoothGrad-like methods evaluate gradients at ``samples`` noisy copies of the batch.  They
 never materialise ``samples x B`` inputs at once: the samples are processed in chunks of
-``batch_size`` samples, one chunk after the other (a ``lax.scan``, unrolled on CPU: see
-``_chunked_sum``), each chunk evaluated as one batch of ``batch_size * B`` examples.
-``batch_size=None`` uses :func:`default_chunk` (at most :data:`DEFAULT_CHUNK` samples).
+``batch_size`` samples, one chunk after the other (a ``lax.scan``: see ``_chunked_reduce``),
+each chunk evaluated as one batch of ``batch_size * B`` examples.  ``batch_size=None`` uses
+:func:`default_chunk` (at most :data:`DEFAULT_CHUNK` samples).
+
+CPU
+---
+On the CPU backend every method rewrites the convolutions of its gradient computation into
+the forms XLA:CPU runs fastest (:func:`lipxai._cpu_convolutions.for_gradients`: explicit
+kernel layouts, and padding that leaves them to XLA's multi-threaded kernel); the values are
+unchanged (up to float rounding), and nothing changes on other backends.
 
 All functions are jit-compatible (wrap them in ``jax.jit`` with ``fn`` closed over); input
 validation happens before tracing.
@@ -35,6 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lipxai._checks import _is_tracer, floating_array, labels_for, non_negative, positive_int
+from lipxai._cpu_convolutions import for_gradient_loops, for_gradients
 
 __all__ = ["saliency", "gradient_x_input", "smoothgrad", "vargrad", "squaregrad", "default_chunk"]
 
@@ -49,11 +57,6 @@ DEFAULT_CHUNK = 16
 #: per example in larger batches once its activations leave the cache.
 CPU_CHUNK_ELEMENTS = 2**17
 
-#: On the CPU backend, :func:`_chunked_sum` unrolls up to this many full chunks instead of
-#: running a ``lax.scan`` (see there); more chunks use the scan.  Each unrolled chunk is one
-#: more copy of the model's gradient to compile.
-MAX_UNROLLED_CHUNKS = 8
-
 
 def default_chunk(n: int, x_shape) -> int:
     """The chunk (path steps / noise samples per chunk) that ``batch_size=None`` uses.
@@ -61,39 +64,32 @@ def default_chunk(n: int, x_shape) -> int:
     For ``n`` steps or samples of inputs of shape ``x_shape`` (``[B, ...]``):
 
     * on accelerators, ``min(DEFAULT_CHUNK, n)``;
-    * on CPU, the number of chunks is the smallest that keeps each chunk to about
-      :data:`CPU_CHUNK_ELEMENTS` input elements, but at most :data:`MAX_UNROLLED_CHUNKS`
-      (so that they are unrolled, see :func:`_chunked_sum`), and the chunks are balanced:
-      ``min(DEFAULT_CHUNK, ceil(n / chunks))``.  A chunk then holds about
-      ``max(B, CPU_CHUNK_ELEMENTS / example size)`` examples, or ``ceil(n / 8) * B`` when
-      that needs more than 8 chunks, and never more than ``DEFAULT_CHUNK * B`` (beyond
-      ``n = 8 * DEFAULT_CHUNK`` the chunks of ``DEFAULT_CHUNK`` run in a ``lax.scan``).
+    * on CPU, the largest chunk of at most :data:`CPU_CHUNK_ELEMENTS` input elements
+      (``chunk * x.size``), at least 1 and at most :data:`DEFAULT_CHUNK`, then balanced over
+      the chunks it needs: ``ceil(n / ceil(n / chunk))``.
 
     So the default materialises at most ``DEFAULT_CHUNK * B`` noisy inputs / path points
-    (with the model's activations and their gradients for them) at once on every backend.
+    (with the model's activations and their gradients for them) at once on every backend,
+    and on CPU about ``max(B, CPU_CHUNK_ELEMENTS / example size)`` examples.
 
-    Measured with benchmarks/attributions.py (its MNIST CNN; 2 shared Xeon cores, load 0.7
-    to 1.9, medians of 5 interleaved calls): SmoothGrad-32 at batch 128 took 10.5 / 10.9 /
-    11.3 / 11.9 ms per image with chunks of 4 / 8 / 16 / 32 samples (512 to 4096 examples;
-    Captum at the same memory: 13.4 ms at 4, 15.4 at 16; in a ``lax.scan``, 16 chunks of 2
-    samples took 1.7x as long as 8 unrolled chunks of 4, load ~6); at batch 16 (``--quick``,
-    load ~1.2), 7.3 / 8.5 / 11.3 ms per image at 8 / 16 / 32.  IG-64 at batch 128: 20.5 /
-    21.0 / 21.8 / 37.9 ms per image at 8 / 16 / 32 / 64 steps per chunk; at batch 16: 14.7 /
-    15.2 / 16.7 / 21.6 / 23.5 at 8 / 10 / 16 / 32 / 64.  Chunks of 1 or 2 samples (128 or
-    256 examples) were faster still in a sweep with 32 unrolled chunks (load ~5: 11.7 and
-    14.7 ms per image against 18.6 at 4 samples), but the compile time grows with the number
-    of unrolled chunks (IG-64 at batch 128, load ~5: 1.1 s for 1 chunk, 1.8 s for 4 or 8,
-    2.6 s for 16, 5.8 s for 32), hence :data:`MAX_UNROLLED_CHUNKS`.  This gives batch 128
-    chunks of 4 samples (8 chunks of 512 examples) for SmoothGrad-32 and 8 steps for IG-64;
-    batch 16, 8 and 10.
+    Measured with benchmarks/attributions.py (its MNIST CNN, 2 shared Xeon cores, load 1.4
+    to 1.6, medians of 5 interleaved calls), chunks in a ``lax.scan`` with the convolution
+    kernels laid out for XLA:CPU (see :func:`_chunked_reduce`), ms per image at batch 128:
+    IG-64 13.6 / 20.1 / 20.6 / 21.7 / 46.3 with 1 / 8 / 16 / 32 / 64 steps per chunk
+    (Captum 15.4 with ``internal_batch_size`` of one step, 28.5 with 16); SmoothGrad-32 6.9 /
+    10.6 / 11.0 / 11.3 with 1 / 8 / 16 / 32 samples (Captum 7.9 with ``nt_samples_batch_size``
+    1, 14.9 with 16).  At batch 16: IG-64 13.7 / 14.4 / 15.3 / 20.0 with 8 / 10 / 16 / 32
+    steps, SmoothGrad-32 7.1 / 8.5 / 11.1 with 8 / 16 / 32 samples.  Smaller chunks are faster
+    while a chunk's activations stay in the cache, so batch 128 gets chunks of 1 step or
+    sample, batch 16 chunks of 10 steps for IG-64 and 8 samples for SmoothGrad-32.  (The
+    previous default, up to 8 chunks unrolled in the traced program to avoid the slow loop
+    kernel, took 20.7 ms per image for IG-64 at batch 128.)
     """
     n = positive_int("n", n)
     if jax.default_backend() != "cpu":
         return min(DEFAULT_CHUNK, n)
-    per_step = math.prod(x_shape)
-    chunks = -(-n * per_step // CPU_CHUNK_ELEMENTS)
-    chunks = max(1, min(chunks, MAX_UNROLLED_CHUNKS))
-    return min(DEFAULT_CHUNK, -(-n // chunks))
+    chunk = max(1, min(DEFAULT_CHUNK, n, CPU_CHUNK_ELEMENTS // math.prod(x_shape)))
+    return -(-n // -(-n // chunk))
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,74 +153,48 @@ def _target_logit(fn, per_example: bool = False):
     return jax.vmap(lambda zi, ti: batched(zi[None], ti[None])[0])
 
 
-def _unroll_chunks(n_full: int) -> bool:
-    return n_full <= MAX_UNROLLED_CHUNKS and jax.default_backend() == "cpu"
+def _chunked_reduce(chunk_fn, n: int, chunk: int | None, op=jnp.add, fill=0,
+                    rewrite=for_gradient_loops):
+    """``op``-reduce ``chunk_fn(idx_k)`` over consecutive index chunks covering ``range(n)``.
 
+    ``chunk_fn(idx: int32[c])`` returns a pytree of arrays already reduced by ``op`` over its
+    ``c`` indices; ``fill`` is ``op``'s identity.  Full chunks of size ``chunk`` run one after
+    the other in a ``lax.scan`` (only one chunk's intermediates are live at a time); a shorter
+    remainder chunk (when ``chunk`` does not divide ``n``) is evaluated once after them, so
+    no work is wasted.
 
-def _after(total, idx):
-    """``idx``, made to depend on every leaf of ``total`` (the value is unchanged).
-
-    Orders the unrolled chunks of :func:`_chunked_sum`: chunk ``k + 1`` cannot start before
-    chunk ``k``'s sum is complete, so only one chunk's intermediates are live at a time.
-    ``lax.optimization_barrier`` does not do this on XLA CPU (the barrier is removed before
-    scheduling, and the scheduler then overlaps independent chunks: 888 MiB of temporaries
-    instead of 123 MiB for 8 chunks of SmoothGrad on the benchmark CNN, batch 128), so the
-    dependency is a real one: ``popcount(max of the leaf's bits) >> 7``, which is 0 for
-    every value (a popcount is at most 64) and is not folded away by XLA.
-    """
-    dep = jnp.zeros((), jnp.uint32)
-    for leaf in jax.tree_util.tree_leaves(total):
-        word = lax.bitcast_convert_type(leaf, jnp.dtype(f"uint{8 * leaf.dtype.itemsize}"))
-        count = lax.population_count(jnp.max(word))
-        dep = dep | lax.shift_right_logical(count.astype(jnp.uint32), jnp.uint32(7))
-    return idx + dep.astype(idx.dtype)
-
-
-def _chunked_sum(chunk_fn, n: int, chunk: int | None):
-    """``sum_k chunk_fn(idx_k)`` over consecutive index chunks covering ``range(n)``.
-
-    ``chunk_fn(idx: int32[c])`` returns a pytree of arrays already reduced over its ``c``
-    indices.  Full chunks of size ``chunk`` run one after the other; a shorter remainder
-    chunk (when ``chunk`` does not divide ``n``) is evaluated once after them, so no work is
-    wasted.  Only one chunk's intermediates are live at a time.
-
-    The full chunks run in a ``lax.scan``, except on the CPU backend with at most
-    :data:`MAX_UNROLLED_CHUNKS` of them: these are unrolled in the traced program, chunk
-    ``k + 1``'s indices made to depend on the running sum (:func:`_after`) so that it cannot
-    start before chunk ``k`` has been added (the same one-chunk-at-a-time memory as the
-    scan).  Why: XLA CPU's convolution canonicalisation (``ConvCanonicalization``) only
-    rewrites the convolutions of the entry computation, so inside a while loop (a scan body)
-    the input gradient of a convolution (a convolution with a transposed, ``01oi`` kernel)
-    is compiled to a naive elemental loop instead of the library kernel.  Measured on 2 busy
-    CPU cores (load ~3), SmoothGrad-32 on the benchmark CNN (benchmarks/attributions.py),
-    batch 16, 2 chunks of 16 samples: 408 ms in the scan, 233 ms for all 32 samples at once;
-    unrolled, the 2 chunks take as long as the single one.
+    The whole computation goes through ``rewrite``, one of the convolution rewrites of
+    :mod:`lipxai._cpu_convolutions` (which change nothing off CPU): by default
+    :func:`~lipxai._cpu_convolutions.for_gradient_loops`, as XLA:CPU compiles the input
+    gradient of a convolution to its library kernel only outside loops unless the kernel is
+    laid out explicitly (without it, SmoothGrad-32 on the benchmark CNN, batch 16, 2 chunks
+    of 16 samples, load ~3, took 408 ms in the scan against 233 ms for all 32 samples at
+    once); the explanation methods, whose chunks only take gradients, use
+    :func:`~lipxai._cpu_convolutions.for_gradients`.
     """
     c = n if chunk is None else min(chunk, n)
     n_full, rem = divmod(n, c)
-    add = functools.partial(jax.tree_util.tree_map, jnp.add)
-    if n_full == 1 or _unroll_chunks(n_full):
-        total = None
-        for k in range(n_full):
-            idx = jnp.arange(k * c, (k + 1) * c, dtype=jnp.int32)
-            if total is None:
-                total = chunk_fn(idx)
-            else:
-                total = add(total, chunk_fn(_after(total, idx)))
-    else:
-        idx = jnp.arange(n_full * c, dtype=jnp.int32).reshape(n_full, c)
-        init = jax.tree_util.tree_map(
-            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(chunk_fn, idx[0])
-        )
+    comb = functools.partial(jax.tree_util.tree_map, op)
 
-        def body(acc, i):
-            return add(acc, chunk_fn(i)), None
+    def reduce(idx):
+        if n_full == 1:
+            total = chunk_fn(idx[0])
+        else:
+            init = jax.tree_util.tree_map(
+                lambda s: jnp.full(s.shape, fill, s.dtype), jax.eval_shape(chunk_fn, idx[0])
+            )
+            total = lax.scan(lambda acc, i: (comb(acc, chunk_fn(i)), None), init, idx)[0]
+        if rem:
+            total = comb(total, chunk_fn(jnp.arange(n_full * c, n, dtype=jnp.int32)))
+        return total
 
-        total, _ = lax.scan(body, init, idx)
-    if rem:
-        tail_idx = jnp.arange(n_full * c, n, dtype=jnp.int32)
-        total = add(total, chunk_fn(_after(total, tail_idx)))
-    return total
+    return rewrite(reduce)(jnp.arange(n_full * c, dtype=jnp.int32).reshape(n_full, c))
+
+
+def _chunked_sum(chunk_fn, n: int, chunk: int | None):
+    """``sum_k chunk_fn(idx_k)`` over index chunks covering ``range(n)``, for chunks that take
+    gradients (:func:`_chunked_reduce` with :func:`~lipxai._cpu_convolutions.for_gradients`)."""
+    return _chunked_reduce(chunk_fn, n, chunk, rewrite=for_gradients)
 
 
 def _flat(z):
@@ -255,7 +225,7 @@ def saliency(fn, x, target, *, absolute: bool = False, per_example: bool = False
       the attribution, shaped like ``x``.
     """
     x, target = _check_inputs(fn, x, target)
-    _, grads = _target_grad(fn, per_example)(x, target)
+    _, grads = for_gradients(_target_grad(fn, per_example))(x, target)
     return jnp.abs(grads) if absolute else grads
 
 
@@ -266,7 +236,7 @@ def gradient_x_input(fn, x, target, *, per_example: bool = False):
     Arguments as in :func:`saliency`.
     """
     x, target = _check_inputs(fn, x, target)
-    _, grads = _target_grad(fn, per_example)(x, target)
+    _, grads = for_gradients(_target_grad(fn, per_example))(x, target)
     return x * grads
 
 

@@ -13,12 +13,11 @@ exactly as Captum's ``approximation_methods`` so that results match
 Chunking: the ``steps`` path points are never materialised for the whole batch at once
 (unless ``batch_size >= steps``); the steps are evaluated in chunks of ``batch_size`` steps,
 one after the other, each chunk one call of ``fn`` on ``batch_size * B`` examples (see
-``_chunked_sum`` in :mod:`lipxai.explain.gradients`: unrolled on CPU, where a
-``lax.scan`` would leave the convolutions' input gradients to a slow kernel).
+``_chunked_reduce`` in :mod:`lipxai.explain.gradients`: a ``lax.scan`` over chunks).
 ``batch_size=None`` uses :func:`lipxai.explain.gradients.default_chunk`: at most
 :data:`~lipxai.explain.gradients.DEFAULT_CHUNK` (16) steps per chunk, on CPU usually fewer
-(it aims at ~2**17 input elements per chunk, in at most 8 chunks), which is also faster
-there; its docstring has the timings.
+(it aims at ~2**17 input elements per chunk), which is also faster there; its docstring has
+the timings.
 
 Per-example gradients: see :mod:`lipxai.explain.gradients` (``per_example=True``).
 """

@@ -6,9 +6,9 @@ Metrics that evaluate the model (or an explanation function) at ``n`` perturbed 
 batch (deletion steps, noise samples, random subsets, ...) never materialise ``n x B`` inputs
 at once: :func:`chunked` evaluates them in chunks of ``batch_size`` copies, one chunk after
 the other, each chunk one call of ``fn`` on ``batch_size * B`` examples.  It is
-:func:`lipxai.explain.gradients._chunked_sum` (the same unrolling on CPU, the same ordering
-of chunks, the same :func:`~lipxai.explain.gradients.default_chunk` for ``batch_size=None``)
-generalised to a maximum as well as a sum; curves (one value per step) are collected as a
+:func:`lipxai.explain.gradients._chunked_reduce` (chunks in a ``lax.scan``, the same
+:func:`~lipxai.explain.gradients.default_chunk` for ``batch_size=None``), for a sum or a
+maximum; curves (one value per step) are collected as a
 sum of zero-padded rows (:func:`chunked_rows`), which costs ``n x B`` floats per chunk.
 
 Randomness
@@ -33,10 +33,9 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from lipxai._checks import _is_tracer, floating_array, labels_for, one_of
-from lipxai.explain.gradients import _after, _check_batch_size, _flat, _unroll_chunks, default_chunk
+from lipxai.explain.gradients import _check_batch_size, _chunked_reduce, _flat, default_chunk
 from lipxai.explain.integrated import make_baseline
 
 __all__: list[str] = []
@@ -180,31 +179,11 @@ def chunked(chunk_fn, n: int, chunk: int, reduce: str = "sum"):
     """``reduce_k chunk_fn(idx_k)`` over consecutive index chunks covering ``range(n)``.
 
     ``chunk_fn(idx: int32[c])`` returns a pytree already reduced (``reduce="sum"`` or
-    ``"max"``) over its ``c`` indices.  As ``_chunked_sum`` in
-    :mod:`lipxai.explain.gradients`: full chunks unrolled on CPU (at most
-    ``MAX_UNROLLED_CHUNKS``) or in a ``lax.scan``, each chunk starting after the previous one
-    is reduced; a shorter remainder chunk is evaluated last.
+    ``"max"``) over its ``c`` indices: :func:`lipxai.explain.gradients._chunked_reduce`
+    (full chunks in a ``lax.scan``, a shorter remainder chunk evaluated last).
     """
-    op = {"sum": jnp.add, "max": jnp.maximum}[reduce]
-    comb = lambda a, b: jax.tree_util.tree_map(op, a, b)
-    c = min(chunk, n)
-    n_full, rem = divmod(n, c)
-    if n_full == 1 or _unroll_chunks(n_full):
-        total = None
-        for k in range(n_full):
-            idx = jnp.arange(k * c, (k + 1) * c, dtype=jnp.int32)
-            total = chunk_fn(idx) if total is None else comb(total, chunk_fn(_after(total, idx)))
-    else:
-        idx = jnp.arange(n_full * c, dtype=jnp.int32).reshape(n_full, c)
-        fill = 0 if reduce == "sum" else -jnp.inf
-        init = jax.tree_util.tree_map(
-            lambda s: jnp.full(s.shape, fill, s.dtype), jax.eval_shape(chunk_fn, idx[0])
-        )
-        total, _ = lax.scan(lambda acc, i: (comb(acc, chunk_fn(i)), None), init, idx)
-    if rem:
-        tail = jnp.arange(n_full * c, n, dtype=jnp.int32)
-        total = comb(total, chunk_fn(_after(total, tail)))
-    return total
+    op, fill = {"sum": (jnp.add, 0), "max": (jnp.maximum, -jnp.inf)}[reduce]
+    return _chunked_reduce(chunk_fn, n, chunk, op, fill)
 
 
 def chunked_rows(rows_fn, n: int, chunk: int):

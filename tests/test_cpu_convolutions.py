@@ -1,8 +1,9 @@
-"""Tests of lipxai._conv_transpose: convolution kernels laid out explicitly (for loops on CPU).
+"""Tests of lipxai._cpu_convolutions: convolutions rewritten into XLA:CPU's fastest forms.
 
-The rewritten function must have the values (and derivatives, forward and reverse) of the
-original for every convolution layout, and the input gradients inside loops must compile to
-the ordinary (``01io``) convolution form that XLA:CPU runs with its library kernels.
+The rewritten functions must have the values (and derivatives, forward and reverse) of the
+originals for every convolution layout; the input gradients inside loops must compile to the
+ordinary (``01io``) convolution form that XLA:CPU runs with its library kernels, and the padded
+convolutions must leave YNNPACK's fusions for XLA's own (threaded) convolution.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from jax import lax
 
 import lipxai.boundary as boundary_module
 from lipxai import boundary
-from lipxai._conv_transpose import canonical_conv_kernels, for_gradient_loops
+from lipxai._cpu_convolutions import (
+    MAX_EXTRA_WORK,
+    canonical_conv_kernels,
+    for_gradient_loops,
+    for_gradients,
+    threaded_conv_kernels,
+)
 
 CASES = {
     "same_nhwc": dict(x=(2, 9, 8, 3), w=(3, 3, 3, 4), strides=(1, 1), padding=((1, 1), (1, 1)),
@@ -144,17 +151,25 @@ def test_convolutions_inside_control_flow_and_calls_are_rewritten():
     np.testing.assert_allclose(g(x), f(x), rtol=1e-4)  # a sum after six convolutions
 
 
-def test_for_gradient_loops_only_rewrites_on_cpu():
-    case = CASES["same_nhwc"]
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_the_cpu_entry_points_only_rewrite_on_cpu(backend, monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    case = WIDE["same_nhwc"]
     f, (x, w) = _model(case), _inputs(case)
     grad = jax.grad(lambda z: jnp.sum(f(z, w)))
-    rewritten = "transpose[" in str(jax.make_jaxpr(for_gradient_loops(grad))(x))
-    assert rewritten == (jax.default_backend() == "cpu")
+    on_cpu = backend == "cpu"
+    assert ("transpose[" in str(jax.make_jaxpr(for_gradient_loops(grad))(x))) == on_cpu
+    assert _padded_convolutions(for_gradient_loops(grad), x) == 0  # layout only
+    both = for_gradients(grad)
+    assert ("transpose[" in str(jax.make_jaxpr(both)(x))) == on_cpu
+    assert (_padded_convolutions(both, x) == 2) == on_cpu
 
 
-def test_not_callable():
+@pytest.mark.parametrize("rewrite", [canonical_conv_kernels, threaded_conv_kernels,
+                                     for_gradient_loops, for_gradients])
+def test_not_callable(rewrite):
     with pytest.raises(TypeError, match="fn must be callable"):
-        canonical_conv_kernels(3)
+        rewrite(3)
 
 
 def _small_cnn(seed=0):
@@ -179,9 +194,94 @@ def test_boundary_search_is_unchanged_by_the_rewrite(method, monkeypatch):
     target = jnp.argmax(fn(x), axis=1)
     kwargs = dict(method=method, steps=5, num_eps=6, cw_steps=10, cw_rounds=2, max_iter=10)
     rewritten = boundary.search(fn, x, target, **kwargs)
-    monkeypatch.setattr(boundary_module, "for_gradient_loops", lambda f: f)
+    monkeypatch.setattr(boundary_module, "for_gradients", lambda f: f)
     boundary._search.clear_cache()
     plain = boundary.search(fn, x, target, **kwargs)
     boundary._search.clear_cache()
     np.testing.assert_array_equal(rewritten.success, plain.success)
     np.testing.assert_allclose(rewritten.distances, plain.distances, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- threaded kernel (padding)
+
+#: convolutions with more than 16 features, which XLA:CPU gives to YNNPACK
+WIDE = {
+    "same_nhwc": dict(x=(2, 12, 11, 20), w=(3, 3, 20, 24), strides=(1, 1),
+                      padding=((1, 1), (1, 1)), dilation=(1, 1), dn=("NHWC", "HWIO", "NHWC")),
+    "valid_nhwc": dict(x=(2, 30, 27, 20), w=(3, 3, 20, 17), strides=(1, 1), padding="VALID",
+                       dilation=(1, 1), dn=("NHWC", "HWIO", "NHWC")),
+    "nchw_dilated": dict(x=(2, 18, 24, 21), w=(24, 18, 3, 3), strides=(1, 1),
+                         padding=((2, 2), (2, 1)), dilation=(2, 2), dn=("NCHW", "OIHW", "NCHW")),
+}
+
+
+def _padded_convolutions(fn, *args) -> int:
+    """How many convolutions of ``fn``'s jaxpr are followed by a slice (the padded ones)."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return text.count("conv_general_dilated[") if "slice[" in text else 0
+
+
+@pytest.mark.parametrize("name", list(WIDE))
+def test_padded_convolutions_have_the_values_and_derivatives_of_jax(name):
+    case = WIDE[name]
+    f = _model(case)
+    x, w = _inputs(case, seed=2)
+    ct = jax.random.normal(jax.random.PRNGKey(8), f(x, w).shape)
+    plain = _vjp_fn(f, w)
+    rewritten = threaded_conv_kernels(plain)
+    assert _padded_convolutions(rewritten, x, ct) >= 2  # the forward and the input gradient
+    for a, b in zip(rewritten(x, ct), plain(x, ct), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    saliency = lambda z: jax.grad(lambda u: jnp.sum(f(u, w) ** 2))(z)
+    both = for_gradients(saliency)
+    tangent = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+    _close_to_scale(jax.jvp(both, (x,), (tangent,))[1], jax.jvp(saliency, (x,), (tangent,))[1])
+    loss = lambda g: jax.grad(lambda z: jnp.sum(g(z) ** 2))(x)
+    _close_to_scale(loss(both), loss(saliency))
+    _close_to_scale(jax.vmap(lambda xi: both(xi[None])[0])(x), saliency(x))
+
+
+def _close_to_scale(got, want, rel=1e-4):
+    """Equal up to float32 rounding of sums of many terms: ``max|got - want| <= rel * max|want|``."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= rel * np.max(np.abs(want))
+
+
+def test_only_convolutions_yNNPACK_takes_are_padded_and_only_where_it_is_cheap():
+    dn = ("NHWC", "HWIO", "NHWC")
+    grad_of = lambda conv: jax.grad(lambda z: jnp.sum(jnp.tanh(conv(z))))
+
+    def padded(x_shape, w_shape, strides=(1, 1), groups=1):
+        x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+        w = jax.random.normal(jax.random.PRNGKey(1), w_shape)
+        conv = lambda z: lax.conv_general_dilated(z, w, strides, "SAME", dimension_numbers=dn,
+                                                  feature_group_count=groups)
+        return _padded_convolutions(threaded_conv_kernels(grad_of(conv)), x)
+
+    assert padded((2, 14, 14, 20), (3, 3, 20, 24)) == 2  # 1/14 more outputs
+    assert padded((2, 14, 14, 8), (3, 3, 8, 16)) == 0  # at most 16 features: not YNNPACK's
+    assert 1 / 7 > MAX_EXTRA_WORK
+    assert padded((2, 7, 7, 20), (3, 3, 20, 24)) == 0  # 1/7 more outputs: too dear
+    assert padded((2, 16, 16, 20), (3, 3, 20, 24), strides=(2, 2)) == 0  # 9 more than 8
+    assert padded((2, 14, 14, 20), (3, 3, 10, 24), groups=2) == 0  # grouped
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the XLA:CPU convolution forms")
+def test_padded_convolutions_leave_the_yNNPACK_fusions():
+    case = WIDE["same_nhwc"]
+    f, (x, w) = _model(case), _inputs(case)
+    grad = jax.grad(lambda z: jnp.sum(f(z, w) ** 2))
+
+    def ynn_convolutions(g):
+        hlo = jax.jit(g).lower(x).compile().as_text()
+        called = {line.split("calls=")[1].split(",")[0] for line in hlo.splitlines()
+                  if "__ynn_fusion" in line and "calls=" in line}
+        blocks = hlo.split("\n\n")
+        return sum(block.count("convolution(") for block in blocks
+                   if any(block.lstrip().startswith(c + " ") for c in called))
+
+    if ynn_convolutions(grad) == 0:
+        pytest.skip("this XLA:CPU gives no convolution to YNNPACK")
+    assert ynn_convolutions(for_gradients(grad)) == 0

@@ -1,0 +1,170 @@
+r"""Convolutions in gradient computations, written the way XLA:CPU runs them fastest.
+
+Two rewrites of a function's jaxpr (loop bodies included), both made of ordinary operations
+with the values of the original, so they compose with every JAX transformation (``jvp``
+included).  They are meant for functions that already take their gradients (an attribution,
+a search loop, a chunk of attributions); :func:`for_gradients` applies both on the CPU
+backend and :func:`for_gradient_loops` the first one only.
+
+**Kernel layout** (:func:`canonical_conv_kernels`).  Reverse mode turns a convolution
+:math:`y = x \star W` into its input gradient :math:`\bar x = \bar y \star W'`, where
+:math:`W'` is :math:`W` reversed along its spatial axes with its input and output feature
+axes swapped.  JAX's transpose rule writes the swap as kernel dimension numbers (``01oi`` for
+an ``HWIO`` kernel) rather than as a copy.  XLA:CPU's ``ConvCanonicalization`` rewrites such
+convolutions for its library kernels only in the entry computation; inside a ``while`` loop
+(``fori_loop``, ``scan``, ``while_loop``) the ``01oi`` convolution is compiled to a slower
+kernel.  Measured on the MNIST CNN of benchmarks/attributions.py (batch 128, 2 cores): one
+gradient step took 48.4-53.6 ms in a ``fori_loop`` against 29.7 ms unrolled, and 26.2 ms with
+the kernel transposed explicitly.  So every ungrouped convolution whose kernel is not laid out
+spatial axes, then input features, then output features, gets an explicit ``transpose`` of
+its kernel into that layout and the matching dimension numbers.  Only kernels no larger than
+the convolution's input are moved (the weight gradient's convolution, whose "kernel" is an
+activation gradient, is left alone).
+
+**Threaded kernel** (:func:`threaded_conv_kernels`).  XLA:CPU hands a 2-D convolution with
+more than 16 input or output features to a YNNPACK fusion, which runs on one core when the
+fusion's result is the whole convolution output, as it is in a gradient computation (the
+activations are kept for the backward pass, and the input gradients are used whole).  It
+keeps for its multi-threaded Eigen kernel the convolutions YNNPACK does not take, among them
+those whose output is larger than their input along a spatial axis (XLA's
+``IsConvolutionOpSupportedByYnn``).  So such a convolution gets enough extra padding at the
+end of one spatial axis for one more output position than input positions there, and the
+extra outputs are sliced off: the values are unchanged, the work grows by the extra outputs,
+at most :data:`MAX_EXTRA_WORK` of the output.  Measured on the same CNN (2 cores, load ~0.7):
+saliency at batch 128 took 18.7 ms against 25.2 ms; IG-64 and SmoothGrad-32 (chunks of one
+step / sample in a ``lax.scan``, with the kernel layout) 9.0 and 4.8 ms per image against
+13.1 and 6.8 ms.  Not for forward-only functions: there the convolution, its ReLU and its
+pooling end in a reduction, a fusion YNNPACK does run on both cores (the CNN's forward pass:
+6.5 ms, 11.0 ms with the extra padding).
+
+Convolutions inside custom-derivative rules, or inside higher-order primitives other than
+calls, remat, ``cond``, ``scan`` and ``while``, are left as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lipxai._jaxpr import Rewriter
+
+__all__ = ["canonical_conv_kernels", "threaded_conv_kernels", "for_gradients",
+           "for_gradient_loops"]
+
+#: :func:`threaded_conv_kernels` pads a convolution only if the extra output positions are at
+#: most this fraction of its output (1/28 for a 28 x 28 "same" convolution, 1/14 at 14 x 14;
+#: a 7 x 7 one would need 1/7 and is left to YNNPACK).
+MAX_EXTRA_WORK = 1 / 8
+
+#: The feature counts above which XLA:CPU gives a convolution to YNNPACK.
+YNN_MIN_FEATURES = 16
+
+
+def _canonical_rhs_spec(n: int) -> tuple:
+    """Kernel dimension numbers (out, in, spatial...) of a kernel laid out spatial..., in, out."""
+    return (n + 1, n, *range(n))
+
+
+def _moves_kernel(eqn) -> bool:
+    """Whether the kernel-layout rewrite applies to ``eqn`` (a convolution)."""
+    p = eqn.params
+    rhs_spec = tuple(p["dimension_numbers"].rhs_spec)
+    lhs, rhs = (v.aval for v in eqn.invars)
+    return (p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+            and rhs_spec != _canonical_rhs_spec(len(rhs_spec) - 2)
+            and math.prod(rhs.shape) <= math.prod(lhs.shape))
+
+
+def _extra_outputs(eqn):
+    """``(spatial index, extra output positions)`` that take ``eqn`` off YNNPACK, or ``None``
+    where it is not a YNNPACK convolution or the extra work would exceed MAX_EXTRA_WORK."""
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    lhs, rhs = (v.aval for v in eqn.invars)
+    out = eqn.outvars[0].aval
+    if (len(lhs_spec) != 4 or p["batch_group_count"] != 1 or p["feature_group_count"] != 1
+            or any(d != 1 for d in p["lhs_dilation"])
+            or lhs.dtype not in (jnp.float32, jnp.float64)
+            or max(lhs.shape[lhs_spec[1]], out.shape[out_spec[1]]) <= YNN_MIN_FEATURES):
+        return None
+    sizes = [(lhs.shape[lhs_spec[2 + i]], rhs.shape[rhs_spec[2 + i]], out.shape[out_spec[2 + i]])
+             for i in range(2)]
+    if any(o > n or k > n for n, k, o in sizes):
+        return None  # already left to the threaded kernel
+    extra = [(n + 1 - o) / o for n, _, o in sizes]
+    i = min(range(2), key=extra.__getitem__)
+    if extra[i] > MAX_EXTRA_WORK:
+        return None
+    return i, sizes[i][0] + 1 - sizes[i][2]
+
+
+class _ConvRewriter(Rewriter):
+    inline_custom_derivatives = False
+    strict = False
+    description = "a convolution"
+
+    def __init__(self, *, layout: bool, threaded: bool):
+        super().__init__()
+        self.layout, self.threaded = layout, threaded
+
+    def is_target(self, eqn, context) -> bool:
+        if eqn.primitive is not lax.conv_general_dilated_p:
+            return False
+        return ((self.layout and _moves_kernel(eqn))
+                or (self.threaded and _extra_outputs(eqn) is not None))
+
+    def rewrite(self, eqn, invals, context):
+        lhs, rhs = invals
+        params = dict(eqn.params)
+        lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
+        if self.layout and _moves_kernel(eqn):
+            rhs = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
+            params["dimension_numbers"] = lax.ConvDimensionNumbers(
+                lhs_spec, _canonical_rhs_spec(len(rhs_spec) - 2), out_spec)
+        grow = _extra_outputs(eqn) if self.threaded else None
+        if grow is None:
+            return lax.conv_general_dilated_p.bind(lhs, rhs, **params)
+        i, extra = grow
+        padding = list(params["padding"])
+        padding[i] = (padding[i][0], padding[i][1] + extra * params["window_strides"][i])
+        params["padding"] = tuple(padding)
+        out = lax.conv_general_dilated_p.bind(lhs, rhs, **params)
+        axis = out_spec[2 + i]
+        return lax.slice_in_dim(out, 0, out.shape[axis] - extra, axis=axis)
+
+
+def _check(fn):
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+
+
+def canonical_conv_kernels(fn):
+    """``fn`` with its convolution kernels laid out explicitly (module docstring)."""
+    _check(fn)
+    return _ConvRewriter(layout=True, threaded=False).transform(fn)
+
+
+def threaded_conv_kernels(fn):
+    """``fn`` with its YNNPACK convolutions padded for XLA:CPU's threaded kernel (module
+    docstring)."""
+    _check(fn)
+    return _ConvRewriter(layout=False, threaded=True).transform(fn)
+
+
+def for_gradient_loops(fn):
+    """:func:`canonical_conv_kernels` on the CPU backend, ``fn`` itself on others: for loops
+    whose bodies take gradients and also run forward passes (a metric's chunks)."""
+    _check(fn)
+    return canonical_conv_kernels(fn) if jax.default_backend() == "cpu" else fn
+
+
+def for_gradients(fn):
+    """Both rewrites on the CPU backend, ``fn`` itself on others: for functions whose
+    convolutions are (mostly) in gradient computations."""
+    _check(fn)
+    if jax.default_backend() != "cpu":
+        return fn
+    return _ConvRewriter(layout=True, threaded=True).transform(fn)
