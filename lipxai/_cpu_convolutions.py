@@ -94,11 +94,9 @@ def _extra_outputs(eqn):
              for i in range(2)]
     if any(o > n or k > n for n, k, o in sizes):
         return None  # already left to the threaded kernel
-    extra = [(n + 1 - o) / o for n, _, o in sizes]
-    i = min(range(2), key=extra.__getitem__)
-    if extra[i] > MAX_EXTRA_WORK:
-        return None
-    return i, sizes[i][0] + 1 - sizes[i][2]
+    extra = [n + 1 - o for n, _, o in sizes]  # output positions to add along each axis
+    i = min(range(2), key=lambda a: extra[a] / sizes[a][2])
+    return (i, extra[i]) if extra[i] <= MAX_EXTRA_WORK * sizes[i][2] else None
 
 
 class _ConvRewriter(Rewriter):
