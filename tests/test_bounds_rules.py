@@ -23,7 +23,7 @@ import pytest
 from jax import lax
 
 import lipxai.bounds as lb
-from lipxai.bounds import Interval, box, interval, is_interval
+from lipxai.bounds import Interval, box, interval, is_interval, patterns
 
 from _fast_compile import fast_jit
 
@@ -589,6 +589,37 @@ def test_max_pool_gradient_exact_for_separated_maxima_and_hull_for_ties():
         np.testing.assert_array_equal(out.lower.ravel(), [0.0, 0.0, 0.0, 0.0])
         np.testing.assert_array_equal(out.upper.ravel(), [3.0, 3.0, 0.0, 0.0])
         assert_contains(out, np.stack([f(tie), f(first), f(second)][:3 if width else 1]))
+
+
+@pytest.mark.parametrize("shape,axes", [((3, 4, 2, 5, 2, 3), (2, 4)), ((5, 7), (1,)),
+                                        ((2, 3, 4), (0, 2)), ((6, 1), (1,)), ((4, 3), (0, 1)),
+                                        ((2, 17), (1,))])
+@pytest.mark.parametrize("form", ["by_position", "by_reduction"])
+def test_is_max_along_matches_its_definition(shape, axes, form, monkeypatch):
+    """``u_i == max(u)`` is certain iff ``lo_i >= max_{j != i} hi_j`` and possible iff
+    ``hi_i >= max_j lo_j``, ties included, in both forms of the computation (17 > the
+    sliced-window limit)."""
+    if form == "by_reduction":
+        monkeypatch.setattr(patterns, "MAX_SLICED_WINDOW", 0)
+    elif math.prod(shape[a] for a in axes) > patterns.MAX_SLICED_WINDOW:
+        pytest.skip("too large a window for the sliced form")
+    rng = np.random.default_rng(math.prod(shape))
+    kept = [a for a in range(len(shape)) if a not in axes]
+    for _ in range(10):
+        lower = rng.integers(0, 4, shape).astype(np.float32)  # small integers: many ties
+        upper = lower + rng.integers(0, 3, shape)
+        got = patterns.is_max_along(iv(lower, upper), axes)
+        # the definition, window by window, with the window flattened last
+        order = kept + list(axes)
+        lo = np.transpose(lower, order).reshape(-1, math.prod(shape[a] for a in axes))
+        hi = np.transpose(upper, order).reshape(lo.shape)
+        n = lo.shape[1]
+        certain = np.stack([lo[:, i] >= np.max(np.delete(hi, i, 1), 1, initial=-np.inf)
+                            for i in range(n)], 1)
+        possible = hi >= lo.max(1, keepdims=True)
+        for value, want in ((got.lower, certain), (got.upper, possible)):
+            value = np.transpose(np.asarray(value), order).reshape(want.shape)
+            np.testing.assert_array_equal(value, want)
 
 
 def test_argmax_and_argmin_give_index_bounds():

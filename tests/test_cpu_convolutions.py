@@ -15,6 +15,8 @@ import pytest
 from jax import lax
 
 import lipxai.boundary as boundary_module
+from lipxai.bounds import Interval
+from lipxai.bounds import interval as bounds_interval
 from lipxai import boundary
 from lipxai._cpu_convolutions import (
     MAX_EXTRA_WORK,
@@ -274,14 +276,39 @@ def test_padded_convolutions_leave_the_yNNPACK_fusions():
     f, (x, w) = _model(case), _inputs(case)
     grad = jax.grad(lambda z: jnp.sum(f(z, w) ** 2))
 
-    def ynn_convolutions(g):
-        hlo = jax.jit(g).lower(x).compile().as_text()
-        called = {line.split("calls=")[1].split(",")[0] for line in hlo.splitlines()
-                  if "__ynn_fusion" in line and "calls=" in line}
-        blocks = hlo.split("\n\n")
-        return sum(block.count("convolution(") for block in blocks
-                   if any(block.lstrip().startswith(c + " ") for c in called))
-
-    if ynn_convolutions(grad) == 0:
+    if _ynn_convolutions(grad, x) == 0:
         pytest.skip("this XLA:CPU gives no convolution to YNNPACK")
-    assert ynn_convolutions(for_gradients(grad)) == 0
+    assert _ynn_convolutions(for_gradients(grad), x) == 0
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the XLA:CPU convolution forms")
+def test_interval_convolutions_leave_the_yNNPACK_fusions_and_keep_their_values():
+    """The centre-radius convolutions of lipxai.bounds (whose outputs a comparison uses whole)
+    get the threaded kernel; the bounds are still exactly ``c W -/+ r |W|``."""
+    case = WIDE["same_nhwc"]
+    f, (x, w) = _model(case), _inputs(case)
+    bounds = lambda lo, hi: bounds_interval(lambda z: f(z, w) > 0.5)(Interval(lo, hi))  # noqa: E731
+    radius = 0.1 * jnp.ones_like(x)
+    plain = lambda z: jnp.sum(f(z, w) > 0.0)  # noqa: E731
+    if _ynn_convolutions(plain, x) == 0:
+        pytest.skip("this XLA:CPU gives no convolution to YNNPACK")
+    assert _ynn_convolutions(bounds, x - radius, x + radius) == 0
+    linear = bounds_interval(lambda z: lax.conv_general_dilated(
+        z, w, case["strides"], case["padding"], dimension_numbers=case["dn"]))(
+        Interval(x - radius, x + radius))
+    center = lax.conv_general_dilated(x, w, case["strides"], case["padding"],
+                                      dimension_numbers=case["dn"], precision="highest")
+    spread = lax.conv_general_dilated(radius, jnp.abs(w), case["strides"], case["padding"],
+                                      dimension_numbers=case["dn"], precision="highest")
+    _close_to_scale(linear.lower, center - spread, rel=1e-5)
+    _close_to_scale(linear.upper, center + spread, rel=1e-5)
+
+
+def _ynn_convolutions(fn, *args) -> int:
+    """How many convolutions the compiled ``fn`` leaves inside YNNPACK fusions."""
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    called = {line.split("calls=")[1].split(",")[0] for line in hlo.splitlines()
+              if "__ynn_fusion" in line and "calls=" in line}
+    blocks = hlo.split("\n\n")
+    return sum(block.count("convolution(") for block in blocks
+               if any(block.lstrip().startswith(c + " ") for c in called))
