@@ -1,10 +1,12 @@
 """Cost and tightness of lipxai.bounds: forward IBP and gradient bounds vs plain passes.
 
     TFDS_DATA_DIR=/path/to/tfds python benchmarks/bounds.py [--quick] [--batch N]
-        [--repeats N] [--train-steps N] [--models mlp,cnn[,cnn_flax_pool]]
+        [--repeats N] [--train-steps N] [--models mlp,cnn[,mlp_groupsort,cnn_flax_pool]]
 
 Models (float32, JAX functions of (params, x) on NHWC 28x28x1 inputs):
   mlp  784-1024-1024-10, ReLU.
+  mlp_groupsort  (not run by default) the same MLP with GroupSort of pairs
+       (lipxai.nn.group_sort), the activation of lipxai's 1-Lipschitz models.
   cnn  conv32-conv64-dense128 as in benchmarks/attributions.py: [conv3x3 (padding 1) -> ReLU
        -> max-pool 2x2] x (32, 64) -> flatten -> dense128 -> ReLU -> dense10; the max-pool is
        lipxai.nn.max_pool (its reshape form with a custom JVP, whose gradient is a
@@ -65,6 +67,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import bounds, data
+from lipxai import nn as lipxai_nn
 
 from _common import batch_and_repeats, cnn, compile_jax, interleaved, timing_parser, versions  # noqa: E402
 
@@ -95,6 +98,16 @@ def mlp(params, x):
     return h @ w + b
 
 
+def mlp_groupsort(params, x):
+    """:func:`mlp` with GroupSort of pairs (lipxai.nn.group_sort: ``min``/``max`` of slices)
+    instead of ReLU, the activation of lipxai's 1-Lipschitz models."""
+    h = x.reshape(x.shape[0], -1)
+    for w, b in params[:-1]:
+        h = lipxai_nn.group_sort(h @ w + b, 2)
+    w, b = params[-1]
+    return h @ w + b
+
+
 def init_cnn(key):
     k = jax.random.split(key, 4)
     return {
@@ -112,6 +125,7 @@ def cnn_flax_pool(params, x):
 
 
 MODELS = {"mlp": (init_mlp, mlp, "784-1024-1024-10 ReLU MLP"),
+          "mlp_groupsort": (init_mlp, mlp_groupsort, "784-1024-1024-10 GroupSort(2) MLP"),
           "cnn": (init_cnn, cnn, "conv32-conv64-dense128 CNN, ReLU, lipxai.nn.max_pool 2x2"),
           "cnn_flax_pool": (init_cnn, cnn_flax_pool,
                             "conv32-conv64-dense128 CNN, ReLU, flax.linen.max_pool 2x2")}
@@ -290,7 +304,7 @@ def main():
                         help="Adam steps on MNIST train (default 100, quick 20; 0: random init)")
     parser.add_argument("--symbolic-batch", type=int, default=None,
                         help="images for the symbolic-vs-ibp comparison (default 32; CNN 4)")
-    parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn,cnn_flax_pool (default mlp,cnn)")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,mlp_groupsort,cnn,cnn_flax_pool (default mlp,cnn)")
     args = parser.parse_args()
     batch, repeats = batch_and_repeats(args)
     if args.train_steps is None:

@@ -6,7 +6,8 @@ As intervals, ``a`` and ``max(a, b)`` overlap whenever ``a`` is not a point, so 
 mask would look undecided even when ``a >> b``, and the tie count would include 0.
 :class:`MaxFacts` follows the dataflow of one jaxpr and decides these equations exactly:
 
-* ``a == max(a, b)`` is ``a >= b``; ``a == min(a, b)`` is ``a <= b`` (NaN aside);
+* ``a == max(a, b)`` is ``a >= b``; ``a == min(a, b)`` is ``a <= b`` (NaN aside), decided
+  from the intervals of ``a`` and ``b`` and, when given, from bounds of ``a - b``;
 * ``u_i == max_j u_j`` is certainly true if ``lo_i >= max_{j != i} hi_j`` and possibly true
   if ``hi_i >= max_j lo_j``;
 * the ``reduce_sum`` of that indicator over the same axes is at least 1.
@@ -98,8 +99,10 @@ class MaxFacts:
     """Dataflow facts of one jaxpr: ``read(var)`` gives a variable's value, ``evaluate(eqn,
     invals)`` the ordinary interval rule of an equation."""
 
-    def __init__(self, read: Callable, evaluate: Callable):
-        self._read, self._evaluate = read, evaluate
+    def __init__(self, read: Callable, evaluate: Callable, difference: Callable | None = None):
+        """``difference(a, b)``: optional bounds of ``a - b`` for two variables, tighter than
+        the interval difference (the symbolic interpreter's linear bounds), or None."""
+        self._read, self._evaluate, self._difference = read, evaluate, difference
         self._extremes = {}  # max/min output var -> (name, operand atoms)
         self._maxima = {}  # var = reduce_max(u, axes) -> (u, axes, "reduced" | "keepdims")
         self._indicators = {}  # var = (u == max(u, axes)) or its conversion -> axes
@@ -129,7 +132,12 @@ class MaxFacts:
             a, b = self._read(me), self._read(rival)
             if np.shape(a) != eqn.outvars[0].aval.shape:
                 continue
-            return greater(a, b, strict=False) if name == "max" else greater(b, a, strict=False)
+            decided = greater(a, b, strict=False) if name == "max" else greater(b, a, strict=False)
+            gap = self._difference(me, rival) if self._difference is not None else None
+            if gap is None:
+                return decided
+            gap = greater(gap, 0, strict=False) if name == "max" else greater(0, gap, strict=False)
+            return Interval(decided.lower | gap.lower, decided.upper & gap.upper)  # both sound
         return None
 
     def _track_maximum(self, eqn):

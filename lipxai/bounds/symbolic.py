@@ -37,7 +37,7 @@ Rules (linear maps with point weights are exact on ``A``): ``dot_general``,
 ``conv_general_dilated`` (point weights), ``add``/``add_any``/``sub`` (of symbolic values,
 points, or Intervals, which shift the constants), ``neg``, ``mul``/``div`` by a point,
 ``reshape``, ``broadcast_in_dim``, ``transpose``, ``squeeze``, ``convert_element_type``
-(float, not narrowing), ``slice``, ``pad``, ``concatenate``, ``reduce_sum``,
+(float, not narrowing), ``slice``, ``pad``, ``concatenate``, ``stack``, ``reduce_sum``,
 ``reduce_window_sum``, ``copy``; calls (``jit``, ``closed_call``, ``custom_jvp_call`` -- the
 primal body of e.g. ``jax.nn.relu`` --, ``custom_vjp_call``, remat) are interpreted
 recursively.  Non-linear rules:
@@ -49,6 +49,11 @@ recursively.  Non-linear rules:
 * ``reduce_max`` (max pooling by blocks): DeepPoly's rule: the lower bound of the element with
   the largest lower bound; the upper bound of that element if its lower bound dominates every
   other upper bound, else the constant ``max u``.
+* ``max(a, b)`` / ``min(a, b)`` of two symbolic values (GroupSort's pairs): the same rule on
+  a window of two.  In the backward pass, ``jax.grad`` routes a cotangent through ``max(a, b)``
+  by ``a == max(a, b)``, i.e. ``a >= b`` (:class:`lipxai.bounds.patterns.MaxFacts`); that
+  comparison also uses the linear bounds of ``a - b``, in which the input's contributions to
+  both cancel.
 
 Any other primitive gives its outputs an interval only (the interval rule's), which is sound
 by construction: the linear part is an optional refinement.
@@ -286,26 +291,33 @@ def _pad(invals, lins, out_aval, *, padding_config):
     return Linear(a_lo, c_lo, a_hi, pad(lin.c_hi, jnp.asarray(hi(value), lin.c_hi.dtype)))
 
 
-@register_symbolic_rule("concatenate")
-def _concatenate(invals, lins, out_aval, *, dimension):
-    if dimension == 0:
-        return None
-    some = next(lin for lin in lins if lin is not None)
-    n, dtype = some.a_lo.shape[0], some.a_lo.dtype
-    parts = []
-    for value, lin in zip(invals, lins, strict=True):
-        if lin is None:
-            zeros = jnp.zeros((n,) + _shape(value), dtype)
-            lin = (_affine(zeros, jnp.asarray(value, dtype)) if not is_interval(value)
-                   else Linear(zeros, value.lower, zeros, value.upper))
-        parts.append(lin)
-    cat = lambda vs, axis: jnp.concatenate(vs, axis=axis)  # noqa: E731
-    a_lo, c_lo = cat([p.a_lo for p in parts], dimension + 1), cat([p.c_lo for p in parts],
-                                                                   dimension)
-    if all(p.exact for p in parts):
-        return _affine(a_lo, c_lo)
-    return Linear(a_lo, c_lo, cat([p.a_hi for p in parts], dimension + 1),
-                  cat([p.c_hi for p in parts], dimension))
+def _joined(join):
+    """Rule of ``concatenate`` / ``stack`` (``join(values, axis)``) along a non-batch axis."""
+
+    def rule(invals, lins, out_aval, **params):
+        axis = params["dimension" if "dimension" in params else "axis"]
+        if axis == 0:
+            return None
+        some = next(lin for lin in lins if lin is not None)
+        n, dtype = some.a_lo.shape[0], some.a_lo.dtype
+        parts = []
+        for value, lin in zip(invals, lins, strict=True):
+            if lin is None:
+                zeros = jnp.zeros((n,) + _shape(value), dtype)
+                lin = (_affine(zeros, jnp.asarray(value, dtype)) if not is_interval(value)
+                       else Linear(zeros, value.lower, zeros, value.upper))
+            parts.append(lin)
+        a_lo, c_lo = join([p.a_lo for p in parts], axis + 1), join([p.c_lo for p in parts], axis)
+        if all(p.exact for p in parts):
+            return _affine(a_lo, c_lo)
+        return Linear(a_lo, c_lo, join([p.a_hi for p in parts], axis + 1),
+                      join([p.c_hi for p in parts], axis))
+
+    return rule
+
+
+register_symbolic_rule("concatenate")(_joined(lambda vs, axis: jnp.concatenate(vs, axis=axis)))
+register_symbolic_rule("stack")(_joined(lambda vs, axis: jnp.stack(vs, axis=axis)))
 
 
 def _constant(value, dtype) -> Linear | None:
@@ -489,6 +501,8 @@ def _relu_shift(lin: Linear, z: Interval, p) -> Linear:
 
 def _extreme(largest: bool):
     def rule(invals, lins, out_aval, **params):
+        if all(lin is not None for lin in lins):
+            return _max_of_two(invals, lins, out_aval.shape, largest)
         for i in (0, 1):
             lin, z, other = lins[i], invals[i], invals[1 - i]
             if lin is None or lins[1 - i] is not None or is_interval(other):
@@ -506,6 +520,35 @@ def _extreme(largest: bool):
         return None
 
     return rule
+
+
+def _max_of_two(invals, lins, shape, largest: bool) -> Linear | None:
+    """``max(a, b)`` (``min`` when not ``largest``) of two symbolic values, as DeepPoly's max
+    (the ``reduce_max`` rule below) of a window of two: the lower bound of the operand with
+    the larger lower bound, and its upper bound too if that lower bound reaches the other's
+    upper bound, else the constant larger upper bound.  ``min(a, b) = -max(-a, -b)``.
+    This is what keeps GroupSort (pairs of ``min``/``max``) symbolic."""
+    lins = [_broadcast(lin, shape) for lin in lins]
+    if any(lin is None for lin in lins):
+        return None
+    (a, b), (lin_a, lin_b) = invals, lins
+    low_a, low_b = (jnp.broadcast_to(lo(v), shape) for v in (a, b))
+    high_a, high_b = (jnp.broadcast_to(hi(v), shape) for v in (a, b))
+    if not largest:
+        lin_a, lin_b = _neg(lin_a), _neg(lin_b)
+        low_a, high_a, low_b, high_b = -high_a, -low_a, -high_b, -low_b
+    take_a = low_a >= low_b
+    dominant = jnp.where(take_a, low_a >= high_b, low_b >= high_a)
+
+    def pick(va, vb, lead):
+        return jnp.where(take_a[(None,) * lead], va, vb)
+
+    a_lo, c_lo = pick(lin_a.a_lo, lin_b.a_lo, 1), pick(lin_a.c_lo, lin_b.c_lo, 0)
+    a_hi = jnp.where(dominant[None], pick(lin_a.a_hi, lin_b.a_hi, 1), 0).astype(a_lo.dtype)
+    c_hi = jnp.where(dominant, pick(lin_a.c_hi, lin_b.c_hi, 0),
+                     jnp.maximum(high_a, high_b)).astype(c_lo.dtype)
+    out = Linear(a_lo, c_lo, a_hi, c_hi)
+    return out if largest else _neg(out)
 
 
 register_symbolic_rule("max")(_extreme(True))
@@ -620,7 +663,17 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
         env[var] = value
         if lin is not None:
             lin_env[var] = lin
-    facts = MaxFacts(read, interpreter._eval_eqn)
+    def difference(a, b):
+        """Bounds of ``a - b`` from their linear bounds (correlations through the input
+        cancel), or None."""
+        lin_a, lin_b = _densify(read_lin(a)), _densify(read_lin(b))
+        shape = np.shape(lo(read(a)))
+        if lin_a is None or lin_b is None or np.shape(lo(read(b))) != shape:
+            return None
+        lin = _sum_terms([lin_a, _neg(lin_b)], shape)
+        return None if lin is None else concretize(lin)
+
+    facts = MaxFacts(read, interpreter._eval_eqn, difference)
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         inlins = [read_lin(v) for v in eqn.invars]
