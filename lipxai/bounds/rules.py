@@ -464,6 +464,29 @@ def _strided(x, offset, strides, out_shape):
     return lax.slice(x, offset, limit, strides)
 
 
+def _add_windows(parts, offsets, window, strides, shape):
+    """``out[offset + strides * k] += parts[i][k]`` for the window offsets, as pads with
+    interior padding (elementwise ops that XLA fuses, unlike a scatter-add)."""
+    total = None
+    for part, offset in zip(parts, offsets, strict=True):
+        spread = [(o, size - (o + s * (n - 1) + 1), s - 1)
+                  for o, s, n, size in zip(offset, strides, part.shape, shape, strict=True)]
+        placed = lax.pad(part, jnp.zeros((), part.dtype), spread)
+        total = placed if total is None else total + placed
+    return total
+
+
+def _tile_windows(parts, offsets, window, strides, shape):
+    """:func:`_add_windows` for windows that tile (``window == strides``): each position is
+    in at most one window, so the parts interleave: stack, transpose, reshape, pad."""
+    out_shape = parts[0].shape
+    blocks = jnp.stack(parts, axis=-1).reshape(out_shape + tuple(window))  # offsets row-major
+    rank = len(out_shape)
+    blocks = jnp.transpose(blocks, [a for i in range(rank) for a in (i, rank + i)])
+    tiled = blocks.reshape(tuple(n * w for n, w in zip(out_shape, window, strict=True)))
+    return jnp.pad(tiled, [(0, size - t) for size, t in zip(shape, tiled.shape, strict=True)])
+
+
 @register_rule("select_and_scatter_add")
 def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, window_strides,
                             padding):
@@ -497,15 +520,15 @@ def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, 
     unique = functools.reduce(jnp.add, [c.astype(jnp.int32) for c in candidates]) == 1
     src_lo, src_hi = lo(source), hi(source)
     zero = jnp.zeros_like(src_lo)
-    out_lo = jnp.zeros(op_lo.shape, src_lo.dtype)
-    out_hi = jnp.zeros(op_lo.shape, src_lo.dtype)
-    for offset, candidate in zip(offsets, candidates, strict=True):
-        c_lo = jnp.where(candidate, jnp.where(unique, src_lo, jnp.minimum(src_lo, 0)), zero)
-        c_hi = jnp.where(candidate, jnp.where(unique, src_hi, jnp.maximum(src_hi, 0)), zero)
-        index = tuple(slice(o, o + s * (n - 1) + 1, s)
-                      for o, s, n in zip(offset, window_strides, out_shape, strict=True))
-        out_lo = out_lo.at[index].add(c_lo)
-        out_hi = out_hi.at[index].add(c_hi)
+    parts_lo, parts_hi = [], []
+    for candidate in candidates:
+        parts_lo.append(jnp.where(candidate, jnp.where(unique, src_lo, jnp.minimum(src_lo, 0)),
+                                  zero))
+        parts_hi.append(jnp.where(candidate, jnp.where(unique, src_hi, jnp.maximum(src_hi, 0)),
+                                  zero))
+    scatter = _tile_windows if tuple(window_dimensions) == tuple(window_strides) else _add_windows
+    out_lo = scatter(parts_lo, offsets, window_dimensions, window_strides, op_lo.shape)
+    out_hi = scatter(parts_hi, offsets, window_dimensions, window_strides, op_lo.shape)
     crop = tuple(slice(p_lo, p_lo + n) for (p_lo, _), n in zip(padding, operand.shape,
                                                                   strict=True))
     return _interval(out_lo[crop], out_hi[crop])
