@@ -46,9 +46,10 @@ recursively.  Non-linear rules:
   ``t = z - p`` in ``[l, u]``: exact when decided (``l >= 0``: ``z``; ``u <= 0``: ``p``);
   otherwise the triangle upper bound ``p + u / (u - l) (t - l)`` and the lower bound ``p + t``
   if ``u > -l`` else ``p`` (the adaptive choice of CROWN / DeepPoly);
-* ``reduce_max`` (max pooling by blocks): DeepPoly's rule: the lower bound of the element with
-  the largest lower bound; the upper bound of that element if its lower bound dominates every
-  other upper bound, else the constant ``max u``.
+* ``reduce_max`` (max pooling by blocks) and ``reduce_window_max`` with tiling windows
+  (``flax.linen.max_pool`` with ``strides == window``, no padding): DeepPoly's rule: the lower
+  bound of the element with the largest lower bound; the upper bound of that element if its
+  lower bound dominates every other upper bound, else the constant ``max u``.
 * ``max(a, b)`` / ``min(a, b)`` of two symbolic values (GroupSort's pairs): the same rule on
   a window of two.  In the backward pass, ``jax.grad`` routes a cotangent through ``max(a, b)``
   by ``a == max(a, b)``, i.e. ``a >= b`` (:class:`lipxai.bounds.patterns.MaxFacts`); that
@@ -587,6 +588,30 @@ def _reduce_max(invals, lins, out_aval, *, axes, **params):
     c_hi = jnp.where(dominant, pick(lin.c_hi, 0) if not lin.exact else c_lo,
                      jnp.max(high, axis=-1))
     return Linear(a_lo, c_lo, a_hi.astype(a_lo.dtype), c_hi.astype(c_lo.dtype))
+
+
+@register_symbolic_rule("reduce_window_max")
+def _reduce_window_max(invals, lins, out_aval, *, window_dimensions, window_strides, padding,
+                       base_dilation, window_dilation, **params):
+    """Max pooling with windows that tile (``flax.linen.max_pool`` with ``strides ==
+    window``, no padding): the windows as axes of a reshape, then :func:`_reduce_max`."""
+    (z,), (lin,) = invals, lins
+    if (lin is None or tuple(window_dimensions) != tuple(window_strides)
+            or window_dimensions[0] != 1 or any(tuple(p) != (0, 0) for p in padding)
+            or any(d != 1 for d in (*base_dilation, *window_dilation))):
+        return None
+    out = out_aval.shape
+    crop = tuple(slice(0, n * w) for n, w in zip(out, window_dimensions, strict=True))
+    blocks = tuple(d for n, w in zip(out, window_dimensions, strict=True) for d in (n, w))
+
+    def windows(v, lead=0):  # (lead..., out_0, w_0, out_1, w_1, ...)
+        return v[(slice(None),) * lead + crop].reshape(v.shape[:lead] + blocks)
+
+    z = Interval(windows(z.lower), windows(z.upper))
+    a_lo, c_lo = windows(lin.a_lo, 1), windows(lin.c_lo)
+    lin = (_affine(a_lo, c_lo) if lin.exact
+           else Linear(a_lo, c_lo, windows(lin.a_hi, 1), windows(lin.c_hi)))
+    return _reduce_max([z], [lin], out_aval, axes=tuple(range(1, 2 * len(out), 2)))
 
 
 # --------------------------------------------------------------------------- the interpreter
