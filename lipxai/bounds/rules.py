@@ -464,7 +464,7 @@ def _strided(x, offset, strides, out_shape):
     return lax.slice(x, offset, limit, strides)
 
 
-def _add_windows(parts, offsets, window, strides, shape):
+def _add_windows(parts, offsets, strides, shape):
     """``out[offset + strides * k] += parts[i][k]`` for the window offsets, as pads with
     interior padding (elementwise ops that XLA fuses, unlike a scatter-add)."""
     total = None
@@ -476,7 +476,7 @@ def _add_windows(parts, offsets, window, strides, shape):
     return total
 
 
-def _tile_windows(parts, offsets, window, strides, shape):
+def _tile_windows(parts, window, shape):
     """:func:`_add_windows` for windows that tile (``window == strides``): each position is
     in at most one window, so the parts interleave: stack, transpose, reshape, pad."""
     out_shape = parts[0].shape
@@ -526,9 +526,12 @@ def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, 
                                   zero))
         parts_hi.append(jnp.where(candidate, jnp.where(unique, src_hi, jnp.maximum(src_hi, 0)),
                                   zero))
-    scatter = _tile_windows if tuple(window_dimensions) == tuple(window_strides) else _add_windows
-    out_lo = scatter(parts_lo, offsets, window_dimensions, window_strides, op_lo.shape)
-    out_hi = scatter(parts_hi, offsets, window_dimensions, window_strides, op_lo.shape)
+    if tuple(window_dimensions) == tuple(window_strides):
+        out_lo, out_hi = (_tile_windows(p, window_dimensions, op_lo.shape)
+                          for p in (parts_lo, parts_hi))
+    else:
+        out_lo, out_hi = (_add_windows(p, offsets, window_strides, op_lo.shape)
+                          for p in (parts_lo, parts_hi))
     crop = tuple(slice(p_lo, p_lo + n) for (p_lo, _), n in zip(padding, operand.shape,
                                                                   strict=True))
     return _interval(out_lo[crop], out_hi[crop])

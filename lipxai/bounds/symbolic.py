@@ -688,6 +688,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
         env[var] = value
         if lin is not None:
             lin_env[var] = lin
+
     def difference(a, b):
         """Bounds of ``a - b`` from their linear bounds (correlations through the input
         cancel), or None."""
