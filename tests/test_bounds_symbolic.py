@@ -1,14 +1,15 @@
 """``method="symbolic"``: linear bounds of the forward values in the input (lipxai.bounds.symbolic).
 
-Checked on random ReLU and GroupSort MLPs and a small ReLU CNN (lipxai's or flax's max pooling, a
-clipped ReLU, average pooling) over random input boxes, one radius per example:
+Checked on random ReLU and GroupSort MLPs, a small ReLU CNN (lipxai's or flax's max pooling, a
+clipped ReLU, average pooling) and a conv -> GroupSort -> L2 norm pooling CNN over random input
+boxes, one radius per example:
 
 * soundness by sampling: the logits and the input gradient of the target logit at
   ``N_SAMPLES`` points of each box (uniform, random corners, the two extreme corners) lie in
   the bounds, up to ``1e-5 + 1e-5 |value| + 1e-6 max(|lower|, |upper|)`` (float32 rounding,
-  as in test_bounds_soundness.py); 5 ReLU MLP + 2 GroupSort MLP + 3 CNN batches of 4
-  examples x 512 points, and 2048 points of 4 boxes for max pooling / clipping with
-  cancellations: 28,672 points;
+  as in test_bounds_soundness.py); 5 ReLU MLP + 2 GroupSort MLP + 5 CNN batches of 4
+  examples x 512 points, 2048 points of 4 boxes for max pooling / clipping with
+  cancellations, and 2000 points of 2 boxes around 0 for L2 norm pooling: 36,768 points;
 * never looser than IBP, elementwise, on logits and gradients (same tolerance);
 * strictly tighter on average on a random MLP at a moderate eps;
 * exact on an affine function (the bounds are the exact range ``f(c) +/- |J| r``), where IBP
@@ -90,6 +91,21 @@ def _cnn(params, x, pool=lnn.max_pool):
     h = jax.nn.relu(h @ w + b)
     w, b = params["dense2"]
     return h @ w + b
+
+
+def _lipschitz_cnn_params(seed):
+    rng = np.random.default_rng(seed)
+    return dict(conv=(0.5 * rng.normal(size=(3, 3, 1, 4))).astype(np.float32),
+                dense=(0.4 * rng.normal(size=(4 * 4 * 4, 3))).astype(np.float32))
+
+
+def _lipschitz_cnn(params, x):
+    """The layers of lipxai's 1-Lipschitz CNNs (unconstrained weights here): conv3x3 ->
+    GroupSort(2) -> L2NormPool(2) -> dense3, on 8x8x1 images."""
+    h = jax.lax.conv_general_dilated(x, params["conv"], (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = lnn.pooling.window_l2_norms(lnn.group_sort(h, 2), (2, 2), (2, 2))
+    return h.reshape(h.shape[0], -1) @ params["dense"]
 
 
 #: the CNN with flax.linen.max_pool (reduce_window_max; its gradient: select_and_scatter_add)
@@ -199,6 +215,34 @@ def test_cnn_with_flax_max_pool_sound_never_looser_and_tighter():
     assert float(excess) <= 0.0, f"a sampled value leaves the symbolic bounds by {excess}"
     assert float(looser) <= 0.0, f"symbolic bounds are looser than IBP by {looser}"
     assert float(jnp.mean(sym.logits.width)) < 0.9 * float(jnp.mean(ibp.logits.width))
+
+
+@pytest.mark.parametrize("seed,eps_max", [(20, 0.1), (21, 0.5)])
+def test_l2_norm_pooling_cnn_sound_and_never_looser(seed, eps_max):
+    """conv -> GroupSort -> L2 norm pooling stays symbolic (the pool's bounds
+    ``g . x <= ||x|| <= g . x + b``)."""
+    params = _lipschitz_cnn_params(seed)
+    (excess, looser, sym, ibp), _ = _run(_lipschitz_cnn, params, seed, eps_max, (8, 8, 1))
+    assert float(excess) <= 0.0, f"a sampled value leaves the symbolic bounds by {excess}"
+    assert float(looser) <= 0.0, f"symbolic bounds are looser than IBP by {looser}"
+    if eps_max == 0.1:
+        assert float(jnp.mean(sym.logits.width)) < 0.7 * float(jnp.mean(ibp.logits.width))
+
+
+def test_l2_norm_pooling_around_zero_is_sound():
+    """Windows whose box is centred at 0 (``g = 0``: bounds ``0 <= ||x|| <= max ||v||``) or
+    crosses 0, next to windows far from it."""
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    x[:, :2, :2] = 3.0  # one window far from 0, one crossing it, two centred at 0
+    x[:, 2:, :2] = np.array([[0.05], [-0.02]], np.float32)
+    w = np.random.default_rng(22).normal(size=(4, 3)).astype(np.float32)
+    f = lambda z: lnn.pooling.window_l2_norms(z, (2, 2), (2, 2)).reshape(2, -1) @ w  # noqa: E731
+    radius = 0.1
+    sym = interval(f, method="symbolic")(box(x, radius))
+    t = np.random.default_rng(23).uniform(-1, 1, size=(2000,) + x.shape).astype(np.float32)
+    t[:16] = np.sign(t[:16])
+    values = jax.vmap(f)(x + radius * t)
+    assert float(_excess(sym.lower, sym.upper, values)) <= 0.0
 
 
 def test_tighter_than_ibp_on_average():

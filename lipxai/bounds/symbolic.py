@@ -50,6 +50,10 @@ recursively.  Non-linear rules:
   (``flax.linen.max_pool`` with ``strides == window``, no padding): DeepPoly's rule: the lower
   bound of the element with the largest lower bound; the upper bound of that element if its
   lower bound dominates every other upper bound, else the constant ``max u``.
+* ``lipxai.nn.pooling.window_l2_norms`` (L2NormPool, a named custom-JVP function) with tiling
+  windows of at most :data:`MAX_L2_WINDOW` elements: ``g . x <= ||x|| <= g . x + b`` per
+  window, with ``g`` the unit vector of the box's centre (Cauchy-Schwarz below; above, ``b``
+  the largest ``||v|| - g . v`` over the box's vertices, where a convex function peaks);
 * ``max(a, b)`` / ``min(a, b)`` of two symbolic values (GroupSort's pairs): the same rule on
   a window of two.  In the backward pass, ``jax.grad`` routes a cotangent through ``max(a, b)``
   by ``a == max(a, b)``, i.e. ``a >= b`` (:class:`lipxai.bounds.patterns.MaxFacts`); that
@@ -72,6 +76,7 @@ accordingly.  Parameter boxes are not supported (the linear bounds are in the in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -600,18 +605,89 @@ def _reduce_window_max(invals, lins, out_aval, *, window_dimensions, window_stri
             or window_dimensions[0] != 1 or any(tuple(p) != (0, 0) for p in padding)
             or any(d != 1 for d in (*base_dilation, *window_dilation))):
         return None
-    out = out_aval.shape
-    crop = tuple(slice(0, n * w) for n, w in zip(out, window_dimensions, strict=True))
-    blocks = tuple(d for n, w in zip(out, window_dimensions, strict=True) for d in (n, w))
-
-    def windows(v, lead=0):  # (lead..., out_0, w_0, out_1, w_1, ...)
-        return v[(slice(None),) * lead + crop].reshape(v.shape[:lead] + blocks)
-
+    windows = _tiling_windows(window_dimensions, out_aval.shape)
     z = Interval(windows(z.lower), windows(z.upper))
     a_lo, c_lo = windows(lin.a_lo, 1), windows(lin.c_lo)
     lin = (_affine(a_lo, c_lo) if lin.exact
            else Linear(a_lo, c_lo, windows(lin.a_hi, 1), windows(lin.c_hi)))
-    return _reduce_max([z], [lin], out_aval, axes=tuple(range(1, 2 * len(out), 2)))
+    return _reduce_max([z], [lin], out_aval, axes=tuple(range(1, 2 * len(out_aval.shape), 2)))
+
+
+def _tiling_windows(window, out_shape):
+    """``windows(v, lead)``: ``v`` (with ``lead`` leading axes) cropped to the windows that
+    tile it and reshaped to ``(lead..., out_0, w_0, out_1, w_1, ...)``; the window axes are
+    the odd ones after ``lead``."""
+    crop = tuple(slice(0, n * w) for n, w in zip(out_shape, window, strict=True))
+    blocks = tuple(d for n, w in zip(out_shape, window, strict=True) for d in (n, w))
+
+    def windows(v, lead=0):
+        return v[(slice(None),) * lead + crop].reshape(v.shape[:lead] + blocks)
+
+    return windows
+
+
+#: Windows of at most this many elements get the vertex bound of :func:`_window_l2_norms`
+#: (``2 ** size`` vertices per window); larger ones keep the interval only.
+MAX_L2_WINDOW = 4
+
+
+def _window_l2_norms(invals, lins, out_aval, body):
+    """``||x_w||_2`` over tiling windows (``lipxai.nn.pooling.window_l2_norms``, the
+    L2NormPool of lipxai's 1-Lipschitz CNNs), with ``g_w = c_w / ||c_w||`` from the centre
+    ``c`` of the box of ``x``: ``g_w . x_w <= ||x_w|| <= g_w . x_w + b_w`` where the lower
+    bound is Cauchy-Schwarz (``||g_w|| <= 1``) and ``b_w`` is the largest ``||v|| - g_w . v``
+    over the vertices ``v`` of the window's box (a convex function peaks at a vertex)."""
+    sums = [e for e in body.jaxpr.eqns if e.primitive is lax.reduce_window_sum_p]
+    (z,), (lin,) = invals, lins
+    if lin is None or len(sums) != 1:
+        return None
+    p = sums[0].params
+    window = tuple(p["window_dimensions"])
+    if (window != tuple(p["window_strides"]) or window[0] != 1
+            or any(tuple(q) != (0, 0) for q in p["padding"])
+            or any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"]))
+            or not 0 < np.prod(window) <= MAX_L2_WINDOW):
+        return None
+    windows = _tiling_windows(window, out_aval.shape)
+    rank = len(out_aval.shape)
+    axes = tuple(range(1, 2 * rank, 2))
+    low, high = windows(z.lower), windows(z.upper)
+    center = (low + high) / 2
+    norm = jnp.sqrt(jnp.sum(center * center, axis=axes, keepdims=True))
+    g = jnp.where(norm > 0, center / jnp.where(norm > 0, norm, 1), 0)
+
+    def elements(v):  # the window's elements, each shaped like the output
+        v = jnp.transpose(v, tuple(range(0, 2 * rank, 2)) + axes)
+        v = v.reshape(tuple(out_aval.shape) + (-1,))
+        return [v[..., i] for i in range(v.shape[-1])]
+
+    lows, highs, gs = elements(low), elements(high), elements(g)
+    gap = None  # max over the box's vertices v of ||v|| - g . v
+    for corner in itertools.product((False, True), repeat=len(lows)):
+        v = [top if up else bottom for bottom, top, up in zip(lows, highs, corner, strict=True)]
+        value = jnp.sqrt(sum(e * e for e in v)) - sum(gi * e for gi, e in zip(gs, v, strict=True))
+        gap = value if gap is None else jnp.maximum(gap, value)
+    g_pos, g_neg = jnp.maximum(g, 0), jnp.minimum(g, 0)
+    a_lo_w, c_lo_w = windows(lin.a_lo, 1), windows(lin.c_lo)
+    a_hi_w, c_hi_w = (a_lo_w, c_lo_w) if lin.exact else (windows(lin.a_hi, 1), windows(lin.c_hi))
+    shifted = tuple(a + 1 for a in axes)
+    return Linear(jnp.sum(g_pos[None] * a_lo_w + g_neg[None] * a_hi_w, axis=shifted),
+                  jnp.sum(g_pos * c_lo_w + g_neg * c_hi_w, axis=axes),
+                  jnp.sum(g_pos[None] * a_hi_w + g_neg[None] * a_lo_w, axis=shifted),
+                  jnp.sum(g_pos * c_hi_w + g_neg * c_lo_w, axis=axes) + gap)
+
+
+@register_symbolic_rule("custom_jvp_call", tightens=True)
+def _custom_jvp_call(invals, lins, out_aval, *, call_jaxpr, **params):
+    """The named custom-JVP functions of :data:`_NAMED_CUSTOM_JVP` (the others are
+    interpreted through their bodies, see :func:`_call_body`)."""
+    rule = _NAMED_CUSTOM_JVP.get(control._function_name(call_jaxpr))
+    return None if rule is None else rule(invals, lins, out_aval, call_jaxpr)
+
+
+#: Custom-JVP functions with a rule of their own, by name: ``logaddexp`` keeps the interval
+#: rule's exact bounds (no linear bounds), ``window_l2_norms`` gets :func:`_window_l2_norms`.
+_NAMED_CUSTOM_JVP = {"logaddexp": lambda *args: None, "window_l2_norms": _window_l2_norms}
 
 
 # --------------------------------------------------------------------------- the interpreter
@@ -627,7 +703,7 @@ def _call_body(eqn, invals):
     rule of the call is tighter (the named functions of ``lipxai.bounds.control``)."""
     name = eqn.primitive.name
     body = eqn.params[_CALLS[name]]
-    if name == "custom_jvp_call" and control._function_name(body) == "logaddexp":
+    if name == "custom_jvp_call" and control._function_name(body) in _NAMED_CUSTOM_JVP:
         return None
     if name in ("jit", "pjit") and control._named_call(eqn.params.get("name", ""), body,
                                                        invals) is not None:
@@ -650,7 +726,9 @@ def _eval_symbolic_eqn(eqn, invals, inlins, facts):
         return outs, [None] * n_out
     out = interpreter._eval_eqn(eqn, invals)
     if eqn.primitive.multiple_results:
-        return out, [None] * n_out
+        if name != "custom_jvp_call" or n_out != 1:
+            return out, [None] * n_out
+        (out,) = out  # a named custom-JVP function of one output
     rule = SYMBOLIC_RULES.get(name)
     aval = eqn.outvars[0].aval
     if (rule is None or not is_interval(out) or not jnp.issubdtype(out.dtype, jnp.floating)
