@@ -51,9 +51,19 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     assert explanation["n"] == 8 and explanation["k"] == 5 and set(explanation["eps"]) == {"0.0", "0.001"}
     exact, boxed = explanation["eps"]["0.0"], explanation["eps"]["0.001"]
     assert exact["topk_stable"] == 1.0 and exact["change_l2_median"] < 1e-5  # a point box: float noise only
-    assert exact["prediction_certified_ibp"] == 1.0
+    assert exact["prediction_certified"] == 1.0
     assert boxed["topk_certified_mean"] <= exact["topk_certified_mean"]
-    assert boxed["change_l2_median"] > 0
+    assert boxed["change_l2_median"] > 0 and explanation["bounds"] == "ibp"
+
+    symbolic = lipxai("certify", str(workdir), "--explanation", "--bounds", "symbolic", "--eps",
+                      "0.001", "--k", "5", "--n", "8")
+    assert symbolic.returncode == 0, symbolic.stderr[-2000:]
+    tighter = json.loads((workdir / "certify.json").read_text())["explanation"]
+    assert tighter["bounds"] == "symbolic" and "symbolic bounds" in symbolic.stdout
+    tighter = tighter["eps"]["0.001"]  # never looser than IBP, so never weaker certificates
+    assert tighter["topk_certified_mean"] >= boxed["topk_certified_mean"]
+    assert tighter["change_l2_median"] <= boxed["change_l2_median"] * (1 + 1e-5)
+    assert tighter["prediction_certified"] >= boxed["prediction_certified"]
 
     png = tmp_path / "grid.png"
     expl = lipxai("explain", str(workdir), "--method", "saliency,gradcam,counterfactual", "--n", "3",
