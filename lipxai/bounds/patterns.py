@@ -25,6 +25,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from lipxai.bounds.interval import Interval, as_interval, greater, is_interval
+from lipxai.nn.pooling import from_window_positions, window_position
 
 
 def _var(atom):
@@ -64,16 +65,10 @@ def is_max_along(value: Interval, axes) -> Interval:
 def _is_max_by_position(value: Interval, axes) -> Interval:
     """:func:`is_max_along` on small windows: one keepdims slice per window position, the
     maximum over the others from prefix and suffix maxima, reassembled by concatenation."""
-    positions = list(itertools.product(*(range(value.shape[a]) for a in axes)))
-
-    def at(array, position):
-        index = [slice(None)] * array.ndim
-        for a, j in zip(axes, position, strict=True):
-            index[a] = slice(j, j + 1)
-        return array[tuple(index)]
-
-    lows = [at(value.lower, p) for p in positions]
-    highs = [at(value.upper, p) for p in positions]
+    sizes = [value.shape[a] for a in axes]
+    positions = list(itertools.product(*(range(k) for k in sizes)))
+    lows = [window_position(value.lower, axes, p) for p in positions]
+    highs = [window_position(value.upper, axes, p) for p in positions]
     prefix = list(itertools.accumulate(highs, jnp.maximum))
     suffix = list(itertools.accumulate(highs[::-1], jnp.maximum))[::-1]
     max_low = functools.reduce(jnp.maximum, lows)
@@ -84,15 +79,8 @@ def _is_max_by_position(value: Interval, axes) -> Interval:
         certain[position] = (lows[i] >= functools.reduce(jnp.maximum, rivals) if rivals
                              else jnp.ones(lows[i].shape, bool))
         possible[position] = highs[i] >= max_low
-
-    def assemble(parts, prefix_position=()):
-        depth = len(prefix_position)
-        if depth == len(axes):
-            return parts[prefix_position]
-        return jnp.concatenate([assemble(parts, prefix_position + (j,))
-                                for j in range(value.shape[axes[depth]])], axis=axes[depth])
-
-    return Interval(assemble(certain), assemble(possible))
+    return Interval(from_window_positions(certain, axes, sizes),
+                    from_window_positions(possible, axes, sizes))
 
 
 class MaxFacts:

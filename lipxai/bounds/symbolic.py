@@ -322,8 +322,9 @@ def _joined(join):
     return rule
 
 
+_stack = _joined(lambda vs, axis: jnp.stack(vs, axis=axis))
 register_symbolic_rule("concatenate")(_joined(lambda vs, axis: jnp.concatenate(vs, axis=axis)))
-register_symbolic_rule("stack")(_joined(lambda vs, axis: jnp.stack(vs, axis=axis)))
+register_symbolic_rule("stack")(_stack)
 
 
 def _constant(value, dtype) -> Linear | None:
@@ -529,31 +530,22 @@ def _extreme(largest: bool):
 
 
 def _max_of_two(invals, lins, shape, largest: bool) -> Linear | None:
-    """``max(a, b)`` (``min`` when not ``largest``) of two symbolic values, as DeepPoly's max
-    (the ``reduce_max`` rule below) of a window of two: the lower bound of the operand with
-    the larger lower bound, and its upper bound too if that lower bound reaches the other's
-    upper bound, else the constant larger upper bound.  ``min(a, b) = -max(-a, -b)``.
-    This is what keeps GroupSort (pairs of ``min``/``max``) symbolic."""
+    """``max(a, b)`` (``min`` when not ``largest``) of two symbolic values: the
+    :func:`_reduce_max` rule on the pair stacked along a new last axis (DeepPoly's max of a
+    window of two); ``min(a, b) = -max(-a, -b)``.  This keeps GroupSort (pairs of
+    ``min``/``max``) symbolic."""
     lins = [_broadcast(lin, shape) for lin in lins]
     if any(lin is None for lin in lins):
         return None
-    (a, b), (lin_a, lin_b) = invals, lins
-    low_a, low_b = (jnp.broadcast_to(lo(v), shape) for v in (a, b))
-    high_a, high_b = (jnp.broadcast_to(hi(v), shape) for v in (a, b))
+    values = [Interval(jnp.broadcast_to(lo(v), shape), jnp.broadcast_to(hi(v), shape))
+              for v in invals]
     if not largest:
-        lin_a, lin_b = _neg(lin_a), _neg(lin_b)
-        low_a, high_a, low_b, high_b = -high_a, -low_a, -high_b, -low_b
-    take_a = low_a >= low_b
-    dominant = jnp.where(take_a, low_a >= high_b, low_b >= high_a)
-
-    def pick(va, vb, lead):
-        return jnp.where(take_a[(None,) * lead], va, vb)
-
-    a_lo, c_lo = pick(lin_a.a_lo, lin_b.a_lo, 1), pick(lin_a.c_lo, lin_b.c_lo, 0)
-    a_hi = jnp.where(dominant[None], pick(lin_a.a_hi, lin_b.a_hi, 1), 0).astype(a_lo.dtype)
-    c_hi = jnp.where(dominant, pick(lin_a.c_hi, lin_b.c_hi, 0),
-                     jnp.maximum(high_a, high_b)).astype(c_lo.dtype)
-    out = Linear(a_lo, c_lo, a_hi, c_hi)
+        values = [Interval(-v.upper, -v.lower) for v in values]
+        lins = [_neg(lin) for lin in lins]
+    axis = len(shape)
+    pair = Interval(jnp.stack([v.lower for v in values], axis),
+                    jnp.stack([v.upper for v in values], axis))
+    out = _reduce_max([pair], [_stack(values, lins, None, axis=axis)], None, axes=(axis,))
     return out if largest else _neg(out)
 
 

@@ -137,6 +137,28 @@ class Flatten(nn.Module):
 _SEQUENTIAL_MASK_MAX = 16
 
 
+def window_position(array: jax.Array, axes, position) -> jax.Array:
+    """The keepdims slice of ``array`` at index ``position[i]`` of each window axis
+    ``axes[i]``."""
+    index = [slice(None)] * array.ndim
+    for a, j in zip(axes, position, strict=True):
+        index[a] = slice(j, j + 1)
+    return array[tuple(index)]
+
+
+def from_window_positions(parts: dict, axes, sizes) -> jax.Array:
+    """The inverse of :func:`window_position`: ``parts[position]`` for every position of a
+    window of ``sizes``, concatenated back along ``axes``."""
+
+    def assemble(prefix):
+        if len(prefix) == len(axes):
+            return parts[prefix]
+        return jnp.concatenate([assemble(prefix + (j,)) for j in range(sizes[len(prefix)])],
+                               axis=axes[len(prefix)])
+
+    return assemble(())
+
+
 def _first_max_mask(blocks: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """Boolean mask of the *first* maximum of each window, in row-major window order (NaN
     counts as the maximum, as in ``jnp.argmax``).
@@ -152,20 +174,10 @@ def _first_max_mask(blocks: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> j
         taken = jnp.zeros(y.shape, bool)
         firsts = {}
         for pos in itertools.product(*(range(k) for k in sizes)):
-            index = [slice(None)] * blocks.ndim
-            for a, j in zip(axes, pos, strict=True):
-                index[a] = slice(j, j + 1)
-            hit = is_max[tuple(index)]
+            hit = window_position(is_max, axes, pos)
             firsts[pos] = hit & ~taken
             taken = taken | hit
-
-        def assemble(prefix, depth):
-            if depth == len(axes):
-                return firsts[prefix]
-            parts = [assemble(prefix + (j,), depth + 1) for j in range(sizes[depth])]
-            return jnp.concatenate(parts, axis=axes[depth])
-
-        return assemble((), 0)
+        return from_window_positions(firsts, axes, sizes)
     flat = jnp.zeros((1,) * blocks.ndim, jnp.int32)
     for a, k in zip(axes, sizes, strict=True):
         shape = [1] * blocks.ndim
