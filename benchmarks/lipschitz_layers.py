@@ -110,19 +110,22 @@ def import_torchlip():
 class TorchlipBench:
     """The same CNN in deel-torchlip (its layer defaults), trained with torch.optim.Adam."""
 
-    def __init__(self, torch, torchlip, x, y, hidden=128):
+    def __init__(self, torch, torchlip, x, y, hidden=128, downsample="pool"):
         torch.set_num_threads(THREADS)
         torch.manual_seed(SEED)
         self.torch = torch
         self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         self.y = torch.nn.functional.one_hot(torch.from_numpy(y).long(), CLASSES).float()
+        if downsample == "pool":   # zoo.cnn's second block: 3x3 convolution, then L2 pooling
+            second = [torchlip.SpectralConv2d(32, 64, kernel_size=3, padding="same"),
+                      torchlip.GroupSort2(), torchlip.ScaledL2NormPool2d(kernel_size=2)]
+        else:                      # downsample="patch": a 2x2 stride-2 convolution
+            second = [torchlip.SpectralConv2d(32, 64, kernel_size=2, stride=2), torchlip.GroupSort2()]
         self.model = torchlip.Sequential(
             torchlip.SpectralConv2d(1, 32, kernel_size=3, padding="same"),
             torchlip.GroupSort2(),
             torchlip.ScaledL2NormPool2d(kernel_size=2),
-            torchlip.SpectralConv2d(32, 64, kernel_size=3, padding="same"),
-            torchlip.GroupSort2(),
-            torchlip.ScaledL2NormPool2d(kernel_size=2),
+            *second,
             torch.nn.Flatten(),
             torchlip.SpectralLinear(64 * 7 * 7, hidden),
             torchlip.GroupSort2(),

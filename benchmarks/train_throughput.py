@@ -89,7 +89,8 @@ class TorchlipTrainer(TorchlipBench):
         if tuple(cfg.model.channels) != (32, 64) or len(cfg.model.dense) != 1:
             raise ValueError("the torchlip twin is conv32-conv64-dense(h): got channels "
                              f"{cfg.model.channels}, dense {cfg.model.dense}")
-        super().__init__(torch, torchlip, *host_batch, hidden=cfg.model.dense[0])
+        super().__init__(torch, torchlip, *host_batch, hidden=cfg.model.dense[0],
+                         downsample=cfg.model.get("downsample", "pool"))
         self.device, self.classes = device, cfg.model.num_classes
         self.model.to(device)
         self.loss_fn = torchlip.HKRMulticlassLoss(alpha=cfg.loss.alpha, min_margin=cfg.loss.min_margin)

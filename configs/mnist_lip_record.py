@@ -21,6 +21,7 @@ from lipxai.config import load_config
 
 def get_config() -> ml_collections.ConfigDict:
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_lip.py"))
+    c.model.downsample = "pool"   # measured with 3x3 convolutions and L2 pooling in both blocks
     c.model.channels = (48, 96)
     c.model.dense = (512,)
     c.loss.min_margin = 3.0

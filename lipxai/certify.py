@@ -144,6 +144,9 @@ def conv_operator_norm(kernel, input_hw, *, strides=(1, 1), padding="SAME"):
       upper bound and the smallest is returned.
     * ``strides``: a strided convolution is the stride-1 one followed by subsampling (a
       contraction), so the stride-1 norm (with the padding lax uses for ``strides``) bounds it.
+      With zero padding it is also a stride-1 convolution of the polyphase components of the
+      padded input (:func:`polyphase_kernel`; splitting an image into them is a permutation),
+      whose bound is exact when the kernel size equals the stride; the smaller bound is returned.
     """
     kernel = floating_array("kernel", kernel, rank=4)
     n = _int_pair("input_hw", input_hw)
@@ -164,7 +167,24 @@ def conv_operator_norm(kernel, input_hw, *, strides=(1, 1), padding="SAME"):
         if min(min(p) for p in pads) < 0:
             raise ValueError(f"padding must be non-negative, got {padding!r}")
     grids = [{ni + lo + hi, ni + k - 1} for ni, k, (lo, hi) in zip(n, window, pads, strict=False)]
-    return jnp.min(jnp.stack([_circular_norm(kernel, m) for m in itertools.product(*grids)]))
+    bounds = [_circular_norm(kernel, m) for m in itertools.product(*grids)]
+    if strides != (1, 1):
+        # the padded image split into its s1 s2 polyphase components, each -(-m // s) long
+        phases = tuple(-(-(ni + lo + hi) // si) for ni, (lo, hi), si in zip(n, pads, strides, strict=True))
+        bounds.append(conv_operator_norm(polyphase_kernel(kernel, strides), phases, padding="VALID"))
+    return jnp.min(jnp.stack(bounds))
+
+
+def polyphase_kernel(kernel, strides):
+    """The stride-1 kernel ``[ceil(kh/s1), ceil(kw/s2), s1 s2 cin, cout]`` acting on polyphase
+    components: with ``X_b[j] = x[s j + b]`` (per axis),
+    ``sum_p x[s i + p] K[p] = sum_{a, b} X_b[i + a] K[s a + b]`` (``K`` zero beyond its size),
+    so a stride-``s`` correlation of ``x`` is a stride-1 correlation of the ``s1 s2`` components
+    stacked as channels (a permutation of ``x``: same norm)."""
+    kh, kw, cin, cout = kernel.shape
+    (s1, s2), a1, a2 = strides, -(-kh // strides[0]), -(-kw // strides[1])
+    padded = jnp.pad(kernel, ((0, a1 * s1 - kh), (0, a2 * s2 - kw), (0, 0), (0, 0)))
+    return padded.reshape(a1, s1, a2, s2, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(a1, a2, s1 * s2 * cin, cout)
 
 
 @functools.partial(jax.jit, static_argnums=1)

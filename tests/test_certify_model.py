@@ -26,6 +26,8 @@ def max_jacobian_norm(fn, x):
 MODELS = [
     ("cnn-aol", lambda: lx.nn.zoo.cnn(4, channels=(4, 8), dense=(8,)), (3, 8, 8, 1)),
     ("cnn-cayley", lambda: lx.nn.zoo.cnn(4, channels=(4, 8), dense=(8,), conv_method="cayley"), (3, 8, 8, 1)),
+    # 2x2 stride-2 convolution: the stride-1 bound alone would give 2
+    ("cnn-patch", lambda: lx.nn.zoo.cnn(4, channels=(4, 8), dense=(8,), downsample="patch"), (3, 8, 8, 1)),
     ("mlp-spectral", lambda: lx.nn.zoo.mlp(4, hidden=(16,), method="spectral"), (3, 4, 4, 1)),
     ("liresnet", lambda: lx.nn.zoo.liresnet(4, width=4, depth=2, head=8, pool=2), (3, 8, 8, 2)),
 ]

@@ -1,5 +1,7 @@
 """Operator-norm tests: every layer's full Jacobian, not its kernel, is checked with numpy SVD."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,6 +82,7 @@ LAYERS = (
         ("layer-centering", lambda: lnn.LayerCentering(), (2, 4, 4, 2)),
         ("mlp", lambda: lnn.zoo.mlp(4, hidden=(16, 8)), (2, 4, 4, 1)),
         ("cnn", lambda: lnn.zoo.cnn(3, channels=(4, 4), dense=(8,)), (2, 8, 8, 1)),
+        ("cnn-patch", lambda: lnn.zoo.cnn(3, channels=(4, 8), dense=(8,), downsample="patch"), (2, 8, 8, 1)),
         ("liresnet", lambda: lnn.zoo.liresnet(3, width=4, depth=2, head=8, pool=2), (2, 4, 4, 2)),
     ]
 )
@@ -107,6 +110,8 @@ ORTHOGONAL = [
     ("householder", lambda: lnn.Householder(), (2, 6)),
     ("l2pool", lambda: lnn.L2NormPool(2), (2, 6, 6, 2)),
     ("downsample", lambda: lnn.InvertibleDownsample(2), (2, 4, 4, 2)),
+    ("conv-rko-patch", lambda: lnn.OrthoConv(8, 2, strides=2, padding="VALID", method="rko"), (2, 4, 4, 2)),
+    ("conv-rko-patch-narrow", lambda: lnn.OrthoConv(6, 2, strides=2, padding="VALID", method="rko"), (2, 4, 4, 2)),
 ]
 
 
@@ -120,6 +125,32 @@ def test_orthogonal_layers_preserve_gradient_norm(name, make, shape):
         rank = min(x[0].size, module.apply(variables, x[:1]).size)
         s = np.sort(s)[::-1][:rank]
         assert abs(s.min() - 1) <= 1e-3 and abs(s.max() - 1) <= 1e-3, f"{name} ({variant}): {s.min()}..{s.max()}"
+
+
+def apply_layers(layers, params, h, start=0, stop=None):
+    """Apply ``layers[start:stop]`` of a ``Sequential`` with its ``params`` (``layers_i``)."""
+    for i, layer in enumerate(layers[start:stop], start=start):
+        h = layer.apply({"params": params[f"layers_{i}"]} if f"layers_{i}" in params else {}, h)
+    return h
+
+
+@pytest.mark.parametrize("downsample,preserved", [("patch", True), ("pool", False)])
+def test_patch_cnn_preserves_gradient_norms_after_the_first_block(downsample, preserved):
+    """Every logit's gradient w.r.t. the first block's output has norm 1 with 2x2 stride-2
+    orthogonal convolutions (and Björck dense layers), whatever the weights; a second 3x3
+    convolution into twice the channels loses the part of the gradient outside its range."""
+    module = lnn.zoo.cnn(5, channels=(4, 8), dense=(12,), downsample=downsample)
+    x = jax.random.normal(jax.random.PRNGKey(4), (3, 8, 8, 1))
+    for variant, variables in weight_variants(module, x):
+        params = variables["params"]
+        h = apply_layers(module.layers, params, x, stop=3)                     # [3, 4, 4, 4]
+        tail = functools.partial(apply_layers, module.layers, params, start=3)
+        jac = jax.vmap(jax.jacrev(lambda v, tail=tail: tail(v[None])[0]))(h)  # [3, 5, 4, 4, 4]
+        norms = np.sqrt(np.asarray(jnp.sum(jac ** 2, axis=(2, 3, 4))))
+        if preserved:
+            np.testing.assert_allclose(norms, 1.0, atol=1e-3, err_msg=variant)
+        else:
+            assert norms.min() < 0.99, f"{variant}: {norms.min()}"
 
 
 def test_bjorck_matches_polar_factor():
@@ -190,6 +221,7 @@ EXPORTED = [
     ("cnn-aol", lambda: lnn.zoo.cnn(4, channels=(4, 8), dense=(8,)), (3, 8, 8, 1)),
     ("cnn-rko", lambda: lnn.zoo.cnn(4, channels=(4, 8), dense=(8,), conv_method="rko"), (3, 8, 8, 1)),
     ("cnn-cayley", lambda: lnn.zoo.cnn(4, channels=(4, 8), dense=(8,), conv_method="cayley"), (3, 8, 8, 1)),
+    ("cnn-patch", lambda: lnn.zoo.cnn(4, channels=(4, 8), dense=(8,), downsample="patch"), (3, 8, 8, 1)),
     ("liresnet", lambda: lnn.zoo.liresnet(4, width=4, depth=2, head=8, pool=2), (3, 8, 8, 2)),
     ("sll-dense", lambda: lnn.SLLDense(5), (3, 6)),
     ("strided-cayley", lambda: lnn.OrthoConv(8, 3, strides=2, method="cayley"), (3, 8, 8, 2)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from lipxai._checks import one_of
 from lipxai.nn.activations import GroupSort
 from lipxai.nn.conv import OrthoConv
 from lipxai.nn.dense import OrthoDense
@@ -22,14 +23,28 @@ def mlp(num_classes: int = 10, hidden=(256, 256), *, method: str = "bjorck",
 
 
 def cnn(num_classes: int = 10, channels=(32, 64), dense=(128,), *, conv_method: str = "aol",
-        dense_method: str = "bjorck", group_size: int = 2) -> nn.Sequential:
-    """The 28x28 CNN: [OrthoConv3x3(c) -> GroupSort -> L2NormPool(2)] per c, then dense layers.
+        dense_method: str = "bjorck", group_size: int = 2, downsample: str = "pool") -> nn.Sequential:
+    """The 28x28 CNN: convolution blocks that halve the image, then dense layers.
 
-    Defaults give conv32-conv64-dense128-dense10 with GroupSort(2) and L2 pooling.
+    ``downsample="pool"`` (default): every block is OrthoConv3x3(c) -> GroupSort -> L2NormPool(2),
+    and the defaults give conv32-conv64-dense128-dense10.
+
+    ``downsample="patch"``: the first block as above; every later block is a 2x2 stride-2
+    ``OrthoConv(c, method="rko")`` -> GroupSort. Its patches do not overlap, so the convolution
+    is the orthonormalised ``[4 c_in, c]`` kernel applied to each patch: exactly orthogonal
+    (coverage 1 in :func:`lipxai.nn.reparam.rko_conv`) and, with ``c <= 4 c_in``,
+    gradient-norm preserving like the Björck dense layers (Anil, Lucas & Grosse 2019). A 3x3
+    convolution into more channels is not: its backward pass drops the part of the gradient
+    outside its range. Serrurier et al. 2023 (OTNN) derive the transport direction of the
+    gradient for networks whose gradient norm is 1.
     """
+    one_of("downsample", downsample, ("pool", "patch"))
     layers = []
-    for c in channels:
-        layers += [OrthoConv(c, 3, method=conv_method), GroupSort(group_size), L2NormPool(2)]
+    for i, c in enumerate(channels):
+        if i and downsample == "patch":
+            layers += [OrthoConv(c, 2, strides=2, padding="VALID", method="rko"), GroupSort(group_size)]
+        else:
+            layers += [OrthoConv(c, 3, method=conv_method), GroupSort(group_size), L2NormPool(2)]
     layers.append(Flatten())
     for h in dense:
         layers += [OrthoDense(h, method=dense_method), GroupSort(group_size)]
