@@ -146,7 +146,8 @@ def conv_operator_norm(kernel, input_hw, *, strides=(1, 1), padding="SAME"):
       contraction), so the stride-1 norm (with the padding lax uses for ``strides``) bounds it.
       With zero padding it is also a stride-1 convolution of the polyphase components of the
       padded input (:func:`polyphase_kernel`; splitting an image into them is a permutation),
-      whose bound is exact when the kernel size equals the stride; the smaller bound is returned.
+      whose bound is exact when the kernel is no larger than the stride; the smaller bound is
+      returned.
     """
     kernel = floating_array("kernel", kernel, rank=4)
     n = _int_pair("input_hw", input_hw)
