@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from lipxai import certify, data
+from lipxai._checks import one_of
 from lipxai.train.evaluate import accuracy_report, predict_logits
 
 
@@ -65,9 +66,7 @@ def certify_explanations(run, eps, *, k: int = 20, split: str = "test", n: int =
     if images is None:
         images, labels = data.load_split(run.config.data.name, split,
                                          data_dir=run.config.data.data_dir or None)
-    if method not in EXPLANATION_METHODS:
-        raise ValueError(f"method must be one of {sorted(EXPLANATION_METHODS)}, got {method!r}")
-    description, default_batch = EXPLANATION_METHODS[method]
+    description, default_batch = EXPLANATION_METHODS[one_of("method", method, EXPLANATION_METHODS)]
     batch_size = batch_size or default_batch
     images, labels = images[:n], np.asarray(labels[:n])
     fn = exported_apply(run)
