@@ -17,12 +17,29 @@ from jax import lax
 _TINY = 1e-12
 
 
+def _first_max(v: jax.Array) -> jax.Array:
+    """``max(v)`` of a 1-D array, differentiated as the one-hot of its first argmax.
+
+    ``jnp.max``'s derivative is ``(v == max(v)) / count(v == max(v))``.  XLA may recompute ``v``
+    in several fusions with different rounding; the mask and the count can then disagree, and a
+    count of 0 makes 0/0.  On an H100 (autotuned kernels, several training processes at once)
+    the gradient of a Björck kernel came out NaN in exactly one row: the row of the largest row
+    sum, the one this maximum selects.  Indexing by the argmax tests no float for equality.
+    """
+    return v[jnp.argmax(v)]
+
+
 def spectral_norm_upper(w: jax.Array) -> jax.Array:
-    """A guaranteed upper bound on ``||W||_2``: ``min(||W||_F, sqrt(||W||_1 ||W||_inf))``."""
+    """A guaranteed upper bound on ``||W||_2``: ``min(||W||_F, sqrt(||W||_1 ||W||_inf))``.
+
+    The minimum and the maxima are differentiated through one chosen entry each (no float
+    equality test in the backward pass, see :func:`_first_max`).
+    """
     frobenius = jnp.sqrt(jnp.sum(w * w))
     abs_w = jnp.abs(w)
-    holder = jnp.sqrt(jnp.max(jnp.sum(abs_w, axis=0)) * jnp.max(jnp.sum(abs_w, axis=1)))
-    return jnp.maximum(jnp.minimum(frobenius, holder), _TINY)
+    holder = jnp.sqrt(_first_max(jnp.sum(abs_w, axis=0)) * _first_max(jnp.sum(abs_w, axis=1)))
+    bound = jnp.where(frobenius <= holder, frobenius, holder)
+    return jnp.where(bound > _TINY, bound, _TINY)
 
 
 def bjorck(w: jax.Array, iters: int = 15, beta: float = 0.5) -> jax.Array:
