@@ -47,6 +47,13 @@ def main(argv=None) -> int:
             UsageError) as err:
         print(f"lipxai {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        from lipxai.train import TrainingDivergedError
+
+        if not isinstance(err, TrainingDivergedError):  # e.g. JAX_DEBUG_NANS: keep the traceback
+            raise
+        print(f"lipxai {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,13 +8,15 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _tiny_run import TINY
 
 import lipxai as lx
+from lipxai import cli
 from lipxai import config as config_lib
-from lipxai.train import train
+from lipxai.train import TrainingDivergedError, loop, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "mnist_lip.py")
@@ -99,3 +101,34 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     assert f"resuming from step {saved[-1]}" in err.decode()
     for a, b in zip(params_of(tmp_path / "reference"), params_of(workdir), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_loss_that_turns_nan_stops_training_before_the_next_checkpoint(tmp_path, monkeypatch):
+    real = loop.make_train_step
+
+    def nan_loss_from_step_3(model, loss_fn, optimizer):
+        step_fn = real(model, loss_fn, optimizer)
+
+        def step(state, x, y):
+            before = int(state.step)   # read before the state is donated
+            state, metrics = step_fn(state, x, y)
+            return state, {**metrics, "loss": metrics["loss"] if before < 3 else jnp.float32(jnp.nan)}
+
+        return step
+
+    monkeypatch.setattr(loop, "make_train_step", nan_loss_from_step_3)
+    cfg = tiny_config("--config.train.num_steps=10", "--config.train.log_every=5",
+                      "--config.train.checkpoint_every=2", "--config.train.eval_every=100")
+    with pytest.raises(TrainingDivergedError, match=r"loss at step 4 is nan \(the last checkpoint is step 2\)"):
+        train(cfg, str(tmp_path), verbose=False)
+    assert sorted(p for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == ["2"]
+    assert records(tmp_path, "train") == [] and records(tmp_path, "test") == []
+
+
+def test_the_cli_reports_a_diverged_run_in_one_line(tmp_path, monkeypatch, capsys):
+    def diverge(config, workdir):
+        raise TrainingDivergedError("training diverged: the loss at step 7 is nan")
+
+    monkeypatch.setattr(lx.train, "train", diverge)
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "lipxai train: error: training diverged: the loss at step 7 is nan\n"

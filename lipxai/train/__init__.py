@@ -2,13 +2,14 @@
 
 from lipxai.train.baseline import fit_cross_entropy
 from lipxai.train.build import build_loss, build_model, build_optimizer
-from lipxai.train.loop import train
+from lipxai.train.loop import TrainingDivergedError, train
 from lipxai.train.sharding import data_mesh
 from lipxai.train.state import TrainState, init_state
 from lipxai.train.step import make_predict, make_train_step
 
 __all__ = [
            "TrainState",
+           "TrainingDivergedError",
            "build_loss",
            "build_model",
            "build_optimizer",

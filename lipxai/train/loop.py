@@ -19,6 +19,10 @@ from lipxai.train.state import init_state
 from lipxai.train.step import make_predict, make_train_step
 
 
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite; no checkpoint was written after that step."""
+
+
 def train(config, workdir: str, *, verbose: bool = True):
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint; return the final state.
 
@@ -27,6 +31,10 @@ def train(config, workdir: str, *, verbose: bool = True):
     with the same config continues from the last checkpoint and, since batches are
     a pure function of ``(seed, step)``, ends with the same parameters as an
     uninterrupted run.
+
+    Raises :class:`TrainingDivergedError` at the first log, evaluation or checkpoint step
+    whose loss is not finite (a NaN in the parameters stays there), before that step
+    writes a checkpoint or an evaluation.
     """
     os.makedirs(workdir, exist_ok=True)
     _write_or_check_config(config, workdir)
@@ -69,7 +77,10 @@ def train(config, workdir: str, *, verbose: bool = True):
             window.append(metrics)
             done = step + 1
             last = done == cfg.train.num_steps
-            if done % cfg.train.log_every == 0 or last:
+            log_now = done % cfg.train.log_every == 0 or last
+            eval_now = done % cfg.train.eval_every == 0 or last
+            save_now = done % cfg.train.checkpoint_every == 0 or last
+            if log_now:
                 means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
                 elapsed = time.perf_counter() - window_start
                 record = {"step": done, "split": "train", **means, "devices": mesh.size,
@@ -78,16 +89,27 @@ def train(config, workdir: str, *, verbose: bool = True):
                 if verbose:
                     _progress(done, cfg.train.num_steps, record)
                 window, window_start = [], time.perf_counter()
-            if done % cfg.train.eval_every == 0 or last:
+            if log_now or eval_now or save_now:
+                _check_finite(float(metrics["loss"]), done, mngr.latest_step())
+            if eval_now:
                 logits = predict_logits(predict, state.variables, test_images, normalize=normalize)
                 report = accuracy_report(logits, test_labels, cfg.certify.eps)
                 _append(metrics_file, {"step": done, "split": cfg.data.test_split, **report})
-            if done % cfg.train.checkpoint_every == 0 or last:
+            if save_now:
                 checkpoint.save(mngr, state)
     if verbose:
         print(file=sys.stderr)
     mngr.close()
     return state
+
+
+def _check_finite(loss: float, step: int, last_saved) -> None:
+    if np.isfinite(loss):
+        return
+    kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was written"
+    raise TrainingDivergedError(
+        f"training diverged: the loss at step {step} is {loss} ({kept}); lower optim.lr, or rerun "
+        "with JAX_DEBUG_NANS=True to find the operation that produced the first NaN")
 
 
 def _write_or_check_config(config, workdir: str) -> None:
