@@ -3,4 +3,5 @@
 TINY = [
     "--config.model.channels=(4, 8)", "--config.model.dense=(16,)", "--config.train.batch_size=32",
     "--config.train.eval_examples=256", "--config.train.log_every=1",
+    "--config.train.eikonal_weight=0.0", "--config.train.eikonal_steps=0",   # the quickstart's final phase
 ]

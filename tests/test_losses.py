@@ -454,3 +454,58 @@ def test_bad_hyperparameters(call, match):
     f, y = random_batch("soft_hkr", 12)
     with pytest.raises(ValueError, match=match):
         call(f, y)
+
+
+# margin_eikonal: a regulariser of the model's input gradients (model function, not logits)
+
+
+def linear_model(w):
+    return lambda x: x.reshape(x.shape[0], -1) @ w
+
+
+def test_margin_eikonal_of_a_linear_model_by_hand():
+    w = jax.random.normal(jax.random.PRNGKey(0), (12, 4))
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 3, 4))
+    labels = jnp.array([0, 1, 2, 3, 0, 2])
+    logits = np.asarray(linear_model(w)(x))
+    w = np.asarray(w)
+    expected = []
+    for b, y in enumerate(np.asarray(labels)):
+        runner_up = max((j for j in range(4) if j != y), key=lambda j: logits[b, j])
+        expected.append((np.linalg.norm(w[:, y] - w[:, runner_up]) - 0.7) ** 2)
+    got = losses.margin_eikonal(linear_model(jnp.asarray(w)), x, labels, target=0.7)
+    np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+
+
+def test_margin_eikonal_vanishes_when_every_margin_gradient_has_the_target_norm():
+    q, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.PRNGKey(2), (10, 5))))
+    w = jnp.asarray(q / np.sqrt(2.0))        # orthonormal columns / sqrt 2: ||w_y - w_j|| = 1
+    x = jax.random.normal(jax.random.PRNGKey(3), (8, 10))
+    labels = jnp.arange(8) % 5
+    assert float(losses.margin_eikonal(linear_model(w), x, labels)) < 1e-10
+    assert float(losses.margin_eikonal(linear_model(2 * w), x, labels)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_margin_eikonal_is_differentiable_in_the_parameters_and_jits():
+    x = jax.random.normal(jax.random.PRNGKey(4), (5, 6))
+    labels = jnp.array([0, 1, 2, 0, 1])
+    w = jax.random.normal(jax.random.PRNGKey(5), (6, 3))
+    penalty = jax.jit(lambda w: losses.margin_eikonal(linear_model(w), x, labels))
+    grad = jax.grad(penalty)(w)
+    eps = 1e-3
+    direction = jax.random.normal(jax.random.PRNGKey(6), w.shape)
+    numeric = (penalty(w + eps * direction) - penalty(w - eps * direction)) / (2 * eps)
+    np.testing.assert_allclose(jnp.sum(grad * direction), numeric, rtol=2e-2)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda f, x: losses.margin_eikonal(f, x, jnp.array([0, 3])), ValueError, "labels"),
+    (lambda f, x: losses.margin_eikonal(f, x, jnp.array([0.0, 1.0])), TypeError, "labels"),
+    (lambda f, x: losses.margin_eikonal(f, x, jnp.array([0, 1]), target=0.0), ValueError, "target"),
+    (lambda f, x: losses.margin_eikonal(f, x[0], jnp.array([0, 1])), ValueError, "x"),
+    (lambda f, x: losses.margin_eikonal(lambda v: f(v)[:, :1], x, jnp.array([0, 0])), ValueError, "C >= 2"),
+])
+def test_margin_eikonal_bad_inputs(call, error, match):
+    f = linear_model(jnp.ones((4, 3)))
+    with pytest.raises(error, match=match):
+        call(f, jnp.ones((2, 4)))

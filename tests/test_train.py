@@ -132,3 +132,38 @@ def test_the_cli_reports_a_diverged_run_in_one_line(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(lx.train, "train", diverge)
     assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path)]) == 1
     assert capsys.readouterr().err == "lipxai train: error: training diverged: the loss at step 7 is nan\n"
+
+
+def margin_gradient_error(workdir, n=128):
+    """Mean | ||grad m|| - 1 | of the predicted class's margin on the first n test images."""
+    run = lx.load_run(str(workdir))
+    x = jnp.asarray(lx.data.preprocess(lx.data.load_split("mnist", "test")[0][:n]))
+    pred = jnp.argmax(run.apply(x), 1)
+    rows = jnp.arange(n)
+
+    def summed(inputs):
+        logits = run.apply(inputs)
+        runner_up = jnp.argmax(jnp.where(jax.nn.one_hot(pred, 10) > 0, -jnp.inf, logits), 1)
+        return jnp.sum(logits[rows, pred] - logits[rows, runner_up])
+
+    g = jax.grad(summed)(x)
+    return float(jnp.mean(jnp.abs(jnp.sqrt(jnp.sum(g * g, axis=(1, 2, 3))) - 1)))
+
+
+def test_the_eikonal_phase_changes_only_the_last_steps_and_evens_the_margin_gradients(tmp_path):
+    steps = ["--config.train.num_steps=40", "--config.train.eval_every=40", "--config.train.checkpoint_every=40"]
+    train(tiny_config(*steps), str(tmp_path / "plain"), verbose=False)
+    train(tiny_config(*steps, "--config.train.eikonal_weight=20.0", "--config.train.eikonal_steps=20"),
+          str(tmp_path / "eikonal"), verbose=False)
+    plain, eikonal = (np.array([r["loss"] for r in records(tmp_path / d, "train")]) for d in ("plain", "eikonal"))
+    np.testing.assert_array_equal(eikonal[:20], plain[:20])
+    assert np.all(eikonal[20:] != plain[20:])
+    assert margin_gradient_error(tmp_path / "eikonal") < 0.5 * margin_gradient_error(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("weight, steps", [(1.0, 0), (0.0, 5), (-1.0, 5)])
+def test_the_eikonal_phase_needs_a_positive_weight_and_steps_together(tmp_path, weight, steps):
+    cfg = tiny_config("--config.train.num_steps=2", f"--config.train.eikonal_weight={weight}",
+                      f"--config.train.eikonal_steps={steps}")
+    with pytest.raises(config_lib.ConfigError, match="eikonal"):
+        train(cfg, str(tmp_path), verbose=False)

@@ -56,6 +56,9 @@ def train(config, workdir: str, *, verbose: bool = True):
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optim, cfg.train.num_steps)
     step_fn = make_train_step(model, build_loss(cfg.loss), optimizer)
+    eikonal_weight, eikonal_steps = _eikonal_phase(cfg)
+    if eikonal_weight:
+        eikonal_step_fn = make_train_step(model, build_loss(cfg.loss), optimizer, eikonal_weight=eikonal_weight)
     predict = make_predict(model)
 
     sample = data.preprocess(images[:1], normalize=normalize)
@@ -73,7 +76,8 @@ def train(config, workdir: str, *, verbose: bool = True):
         for step in range(start, cfg.train.num_steps):
             x, y = data.batch_for_step(images, labels, local_batch, step, seed=cfg.seed,
                                        shard_index=process, num_shards=processes, normalize=normalize)
-            state, metrics = step_fn(state, *sharding.put_batch((x, y), mesh))
+            in_phase = eikonal_weight and step >= cfg.train.num_steps - eikonal_steps
+            state, metrics = (eikonal_step_fn if in_phase else step_fn)(state, *sharding.put_batch((x, y), mesh))
             window.append(metrics)
             done = step + 1
             last = done == cfg.train.num_steps
@@ -101,6 +105,20 @@ def train(config, workdir: str, *, verbose: bool = True):
         print(file=sys.stderr)
     mngr.close()
     return state
+
+
+def _eikonal_phase(cfg) -> tuple[float, int]:
+    """``train.eikonal_weight`` and ``train.eikonal_steps`` (the last steps that add the
+    margin's eikonal penalty); both absent or 0 in configs that do not use it."""
+    weight = float(cfg.train.get("eikonal_weight", 0.0))
+    steps = int(cfg.train.get("eikonal_steps", 0))
+    if weight < 0 or steps < 0:
+        raise config_lib.ConfigError(f"train.eikonal_weight and train.eikonal_steps must be >= 0, "
+                                     f"got {weight} and {steps}")
+    if (weight > 0) != (steps > 0):
+        raise config_lib.ConfigError("set train.eikonal_weight and train.eikonal_steps together "
+                                     f"(got {weight} and {steps})")
+    return weight, steps
 
 
 def _check_finite(loss: float, step: int, last_saved) -> None:
