@@ -22,7 +22,8 @@ def lipschitz_model(repo, fast):
         run = lx.load_run(quickstart)
     else:
         overrides = (["--config.train.num_steps=40", "--config.model.channels=(8, 16)",
-                      "--config.model.dense=(32,)", "--config.train.eval_examples=500"]
+                      "--config.model.dense=(32,)", "--config.train.eval_examples=500",
+                      "--config.train.eikonal_weight=0.0", "--config.train.eikonal_steps=0"]
                      if fast else ["--config.train.num_steps=1000"])
         config = config_lib.apply_overrides(
             config_lib.load_config(os.path.join(repo, "configs", "mnist_lip.py")), overrides)

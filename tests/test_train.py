@@ -161,7 +161,7 @@ def test_the_eikonal_phase_changes_only_the_last_steps_and_evens_the_margin_grad
     assert margin_gradient_error(tmp_path / "eikonal") < 0.5 * margin_gradient_error(tmp_path / "plain")
 
 
-@pytest.mark.parametrize("weight, steps", [(1.0, 0), (0.0, 5), (-1.0, 5)])
+@pytest.mark.parametrize("weight, steps", [(1.0, 0), (0.0, 5), (-1.0, 5), (1.0, 2)])
 def test_the_eikonal_phase_needs_a_positive_weight_and_steps_together(tmp_path, weight, steps):
     cfg = tiny_config("--config.train.num_steps=2", f"--config.train.eikonal_weight={weight}",
                       f"--config.train.eikonal_steps={steps}")

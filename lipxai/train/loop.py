@@ -118,6 +118,11 @@ def _eikonal_phase(cfg) -> tuple[float, int]:
     if (weight > 0) != (steps > 0):
         raise config_lib.ConfigError("set train.eikonal_weight and train.eikonal_steps together "
                                      f"(got {weight} and {steps})")
+    if steps >= cfg.train.num_steps > 0:
+        raise config_lib.ConfigError(
+            f"train.eikonal_steps ({steps}) must be smaller than train.num_steps ({cfg.train.num_steps}): "
+            "the eikonal phase fine-tunes a trained model (from initialisation it diverged on a small "
+            "CNN); set both eikonal keys to 0 for short runs")
     return weight, steps
 
 
