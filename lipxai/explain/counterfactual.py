@@ -24,8 +24,8 @@ r"""Counterfactuals: the smallest change of ``x`` that changes the decision.
   norm at 1 (:func:`lipxai.losses.margin_eikonal`), without which the ratios were 1.23x (1.19x)
   and 1.20x (1.17x): the model's first 3x3 convolution into 32 channels does not preserve
   gradient norms (every later layer does).  With 3x3 convolutions and pooling in both blocks
-  (``downsample="pool"``) they were 1.26x (1.21x) and 1.23x (1.19x).  A 784-512-256-10 Björck MLP, whose margin gradients all have norm
-  :math:`\sqrt 2`, reaches 1.09x (median, against PGD, 256 images), but its margin falls
+  (``downsample="pool"``) they were 1.26x (1.21x) and 1.23x (1.19x).  A 784-512-256-10 Björck
+  MLP, whose margin gradients all have norm :math:`\sqrt 2`, reaches 1.09x (median, against PGD, 256 images), but its margin falls
   more slowly than linearly along the step and only 90.6% of its predictions flip at
   ``t = 1.1`` (100% at 1.2).
 * ``method="search"`` (any model): the closest boundary point found by

@@ -55,10 +55,11 @@ def train(config, workdir: str, *, verbose: bool = True):
     sharding.check_batch_divisible(cfg.train.batch_size, mesh)
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optim, cfg.train.num_steps)
-    step_fn = make_train_step(model, build_loss(cfg.loss), optimizer)
+    loss_fn = build_loss(cfg.loss)
+    step_fn = make_train_step(model, loss_fn, optimizer)
     eikonal_weight, eikonal_steps = _eikonal_phase(cfg)
     if eikonal_weight:
-        eikonal_step_fn = make_train_step(model, build_loss(cfg.loss), optimizer, eikonal_weight=eikonal_weight)
+        eikonal_step_fn = make_train_step(model, loss_fn, optimizer, eikonal_weight=eikonal_weight)
     predict = make_predict(model)
 
     sample = data.preprocess(images[:1], normalize=normalize)
