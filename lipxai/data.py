@@ -67,6 +67,7 @@ __all__ = [
     "batch_for_step",
     "batches",
     "default_cache_dir",
+    "find_prepared",
     "load_split",
     "prepare",
     "preprocess",
@@ -249,6 +250,16 @@ def _find_builder(spec: DatasetSpec, data_dir):
     )
 
 
+def find_prepared(name: str, *, data_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """The folder (``DATA_DIR/name/version``) where :func:`load_split` would read ``name``,
+    searched by the same ``data_dir`` rule; reads no record.
+
+    Raises:
+      DatasetNotFoundError: not prepared in the array_record format (the message says how).
+    """
+    return pathlib.Path(os.fspath(_find_builder(_spec(name), data_dir).data_dir))
+
+
 # --------------------------------------------------------------------------------------------
 # Decoding and caching
 # --------------------------------------------------------------------------------------------
@@ -292,13 +303,11 @@ def _writable_dir(path: pathlib.Path) -> bool:
     return stat.S_ISDIR(mode) and bool(mode & write_bits) and os.access(path, os.W_OK)
 
 
-def _cache_paths(builder, spec: DatasetSpec, split: str, cache_dir) -> list[pathlib.Path]:
-    """Candidate cache files, in order of preference: next to the prepared files, then cache_dir."""
-    key = _split_key(split)
-    version = str(builder.version)
-    beside = pathlib.Path(os.fspath(builder.data_dir)) / f"lipxai-cache-{key}.npz"
+def _cache_path(builder, spec: DatasetSpec, split: str, cache_dir) -> pathlib.Path:
+    """The cache file of a split: ``cache_dir/name/version/split.npz``. Never beside the
+    prepared files: the data folder is the user's, and often shared or read-only."""
     root = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return [beside, root / spec.name / version / f"{key}.npz"]
+    return root / spec.name / str(builder.version) / f"{_split_key(split)}.npz"
 
 
 def _read_cache(path: pathlib.Path, meta: dict):
@@ -405,11 +414,10 @@ def load_split(
         imagenet2012); tfds slices (``"train[:5000]"``) and unions (``"train+test"``) work too.
       data_dir: the tfds data directory. Default: ``$TFDS_DATA_DIR`` if set, else tfds's
         default directories (``~/tensorflow_datasets`` and registered ones).
-      cache: read/write the decoded arrays from/to an ``.npz`` cache. The cache is written next to
-        the prepared files when that folder is writable (and not marked read-only), else under
-        ``cache_dir``; it is keyed by name, version and split, and used only when its record
-        count, shapes and source file sizes match the prepared data.
-      cache_dir: fallback cache folder, default :func:`default_cache_dir` (``~/.cache/lipxai``).
+      cache: read/write the decoded arrays from/to an ``.npz`` cache under ``cache_dir``, keyed by
+        name, version and split, and used only when its record count, shapes and source file
+        sizes match the prepared data. Nothing is ever written into the data folder.
+      cache_dir: the cache folder, default :func:`default_cache_dir` (``~/.cache/lipxai``).
 
     Returns:
       ``(images, labels)``: ``uint8 [N, H, W, C]`` with ``(H, W, C) = DATASETS[name].image_shape``
@@ -437,8 +445,8 @@ def load_split(
         "image_shape": list(spec.image_shape),
         "source_files": _source_fingerprint(builder, split),
     }
-    paths = _cache_paths(builder, spec, split, cache_dir) if cache else []
-    for path in paths:
+    path = _cache_path(builder, spec, split, cache_dir) if cache else None
+    if path is not None:
         t0 = time.perf_counter()
         hit = _read_cache(path, meta)
         if hit is not None:
@@ -451,10 +459,8 @@ def load_split(
     _log.info(
         "decoded %d records of %s/%s in %.2fs", len(labels), name, split, time.perf_counter() - t0
     )
-    for path in paths:
-        if _write_cache(path, meta, images, labels):
-            _log.info("cached %s/%s at %s", name, split, path)
-            break
+    if path is not None and _write_cache(path, meta, images, labels):
+        _log.info("cached %s/%s at %s", name, split, path)
     return images, labels
 
 

@@ -11,6 +11,8 @@ from lipxai import boundary, data
 from lipxai.nn import zoo
 from lipxai.train import fit_cross_entropy
 
+pytestmark = pytest.mark.dataset("mnist")
+
 N = 32
 
 

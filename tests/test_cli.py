@@ -17,6 +17,7 @@ def lipxai(*args, env_extra=None):
                           capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.dataset("mnist")
 def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     workdir = tmp_path / "quick"
     out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",

@@ -3,43 +3,47 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import pathlib
 import shutil
 import sys
 
 import numpy as np
 import pytest
+from _datasets import prepared, raw_mnist
 
 from lipxai import data
-
-SHARED_TFDS = pathlib.Path(os.environ["TFDS_DATA_DIR"])  # set by conftest (../shared/tfds)
-RAW_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "raw" / "mnist"
 
 # Known facts: the label counts of the MNIST test set (LeCun et al.) and of Fashion-MNIST.
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def _shared_listing():
-    return sorted(str(p.relative_to(SHARED_TFDS)) for p in SHARED_TFDS.rglob("*"))
+def _listing(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.fixture(scope="module")
-def shared_listing():
-    before = _shared_listing()
-    yield before
-    # no test may write into the shared (read-only by mode) data folder
-    assert _shared_listing() == before
+def mnist_dir():
+    """The folder ``DATA_DIR/mnist/3.0.1`` of the prepared MNIST."""
+    return prepared("mnist")
 
 
 @pytest.fixture(scope="module")
-def mnist_test(shared_listing):
-    return data.load_split("mnist", "test", data_dir=SHARED_TFDS, cache=False)
+def data_root(mnist_dir):
+    """The tfds data folder holding MNIST; no test may write into it (checked at the end)."""
+    root = mnist_dir.parents[1]
+    before = _listing(root)
+    yield root
+    assert _listing(root) == before
 
 
 @pytest.fixture(scope="module")
-def fashion_test(shared_listing):
-    return data.load_split("fashion_mnist", "test", data_dir=SHARED_TFDS, cache=False)
+def mnist_test(data_root):
+    return data.load_split("mnist", "test", data_dir=data_root, cache=False)
+
+
+@pytest.fixture(scope="module")
+def fashion_test(data_root):
+    return data.load_split("fashion_mnist", "test", data_dir=prepared("fashion_mnist").parents[1],
+                           cache=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -84,8 +88,8 @@ def test_fashion_mnist_test_split(fashion_test, mnist_test):
     assert not np.array_equal(images, mnist_test[0])
 
 
-def test_data_dir_defaults_to_tfds_data_dir_env(monkeypatch, mnist_test, tmp_path):
-    monkeypatch.setenv("TFDS_DATA_DIR", str(SHARED_TFDS))
+def test_data_dir_defaults_to_tfds_data_dir_env(monkeypatch, data_root, mnist_test, tmp_path):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data_root))
     images, labels = data.load_split("mnist", "test[:100]", cache_dir=tmp_path)
     np.testing.assert_array_equal(images, mnist_test[0][:100])
     np.testing.assert_array_equal(labels, mnist_test[1][:100])
@@ -100,30 +104,32 @@ def _no_decode(*args, **kwargs):
     raise AssertionError("decoded although a valid cache exists")
 
 
-def test_cache_in_cache_dir_when_data_dir_read_only(mnist_test, tmp_path, monkeypatch):
+def test_cache_in_cache_dir_only(data_root, mnist_test, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
-    first = data.load_split("mnist", "test", data_dir=SHARED_TFDS, cache_dir=cache_dir)
+    first = data.load_split("mnist", "test", data_dir=data_root, cache_dir=cache_dir)
     files = list(cache_dir.rglob("*.npz"))
     assert [f.relative_to(cache_dir).as_posix() for f in files] == ["mnist/3.0.1/test.npz"]
     monkeypatch.setattr(data, "_decode", _no_decode)
-    second = data.load_split("mnist", "test", data_dir=SHARED_TFDS, cache_dir=cache_dir)
+    second = data.load_split("mnist", "test", data_dir=data_root, cache_dir=cache_dir)
     for a, b, c in zip(first, second, mnist_test, strict=False):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
         assert b.dtype == c.dtype
 
 
-def test_cache_beside_writable_prepared_files_and_verification(mnist_test, tmp_path, monkeypatch):
+def test_cache_never_in_a_writable_data_folder_and_is_verified(mnist_dir, mnist_test, tmp_path,
+                                                                 monkeypatch):
     data_dir = tmp_path / "tfds"
     version_dir = data_dir / "mnist" / "3.0.1"
     version_dir.mkdir(parents=True)
-    for f in (SHARED_TFDS / "mnist" / "3.0.1").iterdir():
+    for f in mnist_dir.iterdir():
         if "train" not in f.name:  # the test split suffices
             shutil.copyfile(f, version_dir / f.name)
-    cache_dir = tmp_path / "unused"
+    copied = _listing(data_dir)
+    cache_dir = tmp_path / "cache"
     data.load_split("mnist", "test", data_dir=data_dir, cache_dir=cache_dir)
-    (cache_file,) = version_dir.glob("lipxai-cache-*.npz")
-    assert not cache_dir.exists()
+    assert _listing(data_dir) == copied  # the user's data folder stays as it was
+    (cache_file,) = cache_dir.rglob("*.npz")
 
     with monkeypatch.context() as m:  # a valid cache is read, not decoded
         m.setattr(data, "_decode", _no_decode)
@@ -201,11 +207,11 @@ def test_missing_imagenet_gives_manual_instructions(tmp_path):
     assert "prepare-data imagenet2012 --manual-dir" in message
 
 
-def test_tfrecord_only_dataset_is_reported(tmp_path):
+def test_tfrecord_only_dataset_is_reported(tmp_path, mnist_dir):
     version_dir = tmp_path / "mnist" / "3.0.1"
     version_dir.mkdir(parents=True)
     for f in ("dataset_info.json", "features.json"):
-        text = (SHARED_TFDS / "mnist" / "3.0.1" / f).read_text()
+        text = (mnist_dir / f).read_text()
         (version_dir / f).write_text(text.replace('"array_record"', '"tfrecord"'))
     with pytest.raises(
         data.DatasetNotFoundError, match="prepared in .* but not in the array_record"
@@ -225,7 +231,7 @@ HAS_PREPARE_DEPS = all(
 def test_prepare_without_tensorflow_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` fail
     with pytest.raises(ImportError, match=r'pip install "lipxai\[prepare\]"'):
-        data.prepare("mnist", data_dir=tmp_path, manual_dir=RAW_MNIST)
+        data.prepare("mnist", data_dir=tmp_path, manual_dir=raw_mnist())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -239,18 +245,18 @@ def test_prepare_imagenet_needs_manual_dir(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_PREPARE_DEPS, reason="preparing needs tensorflow: lipxai[prepare]")
-def test_prepare_mnist_from_raw_files_matches_shared(tmp_path, mnist_test):
+def test_prepare_mnist_from_raw_files_matches_shared(tmp_path, data_root, mnist_test):
     import tensorflow_datasets as tfds
 
-    out = data.prepare("mnist", data_dir=tmp_path, manual_dir=RAW_MNIST)
+    out = data.prepare("mnist", data_dir=tmp_path, manual_dir=raw_mnist())
     assert out == tmp_path / "mnist" / "3.0.1"
     assert sorted(p.name for p in out.glob("*.array_record-*")) == sorted(
-        p.name for p in (SHARED_TFDS / "mnist" / "3.0.1").glob("*.array_record-*")
+        p.name for p in (data_root / "mnist" / "3.0.1").glob("*.array_record-*")
     )
     sources = {}
     for split in ("train", "test"):
         mine = tfds.data_source("mnist", split=split, data_dir=str(tmp_path), download=False)
-        ref = tfds.data_source("mnist", split=split, data_dir=str(SHARED_TFDS), download=False)
+        ref = tfds.data_source("mnist", split=split, data_dir=str(data_root), download=False)
         assert len(mine) == len(ref)
         sources[split] = mine, ref
     images, labels = data.load_split("mnist", "test", data_dir=tmp_path, cache=False)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _datasets import require
 
 import lipxai as lx
 from lipxai import data
@@ -241,6 +242,7 @@ def _mnist_cnn():
 
 @pytest.fixture(scope="module")
 def cnn():
+    require("mnist")
     fn, x = _mnist_cnn()
     return fn, x, jnp.argmax(fn(x), 1)
 

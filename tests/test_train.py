@@ -18,6 +18,8 @@ from lipxai import cli
 from lipxai import config as config_lib
 from lipxai.train import TrainingDivergedError, loop, train
 
+pytestmark = pytest.mark.dataset("mnist")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "mnist_lip.py")
 
