@@ -45,6 +45,9 @@ threaded kernel, 13% faster PGD on the benchmark CNN; same values).
 Per-example results assume that ``fn`` treats examples independently (no batch
 statistics): gradients are taken of ``sum_b m_b`` and every update, stop and
 projection is per example, so an example's result does not depend on its batch.
+
+An invalid example (an input with a NaN or an infinity, or under ``jit`` a target out of
+range) is never a success: its points, distances and margins are NaN.
 """
 
 from __future__ import annotations
@@ -59,7 +62,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lipxai._checks import floating_array, labels_for, one_of, positive_int
+from lipxai._checks import (
+    finite_examples,
+    floating_array,
+    in_range,
+    labels_for,
+    nan_unless,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+    positive_int,
+)
 from lipxai._cpu_convolutions import for_gradients
 
 __all__ = ["BoundaryResult", "margin", "search"]
@@ -378,11 +392,11 @@ def _search_in(fn, x, target, ladder, *, norm, method, num_classes, steps, step_
 
 
 def _real(name, value, *, allow_zero=False):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+    """A finite real number ``> 0`` (``>= 0`` with ``allow_zero``) as a float: a static
+    argument of the compiled search."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return float(value)
+    return float((non_negative if allow_zero else positive)(name, value))
 
 
 def search(fn, x, target, *, norm="l2", method="pgd", eps=None, eps_max=None, num_eps=20,
@@ -415,9 +429,10 @@ def search(fn, x, target, *, norm="l2", method="pgd", eps=None, eps_max=None, nu
         memory; results are the same since examples are independent.
 
     Returns:
-      :class:`BoundaryResult` with ``points``, ``distances``, ``success``, ``margins``.
+      :class:`BoundaryResult` with ``points``, ``distances``, ``success``, ``margins``
+      (NaN, NaN, False, NaN for an invalid example: module docstring).
     """
-    x = floating_array("x", x, min_rank=2)
+    x = non_empty("x", floating_array("x", x, min_rank=2))
     one_of("norm", norm, _NORMS)
     one_of("method", method, _METHODS)
     if method == "cw" and norm != "l2":
@@ -469,7 +484,7 @@ def search(fn, x, target, *, norm="l2", method="pgd", eps=None, eps_max=None, nu
     # one compiled search per method (cached across calls); "all" reuses them
     results = [_chunked(fn, x, target, ladder, batch_size, dict(kwargs, method=name))
                for name in methods]
-    return _pick_closest(results)
+    return nan_unless(finite_examples(x) & in_range(target, num_classes), _pick_closest(results))
 
 
 def _chunked(fn, x, target, ladder, batch_size, kwargs):

@@ -25,8 +25,12 @@ import numpy as np
 
 from lipxai._checks import (
     _is_tracer,
+    finite_examples,
     floating_array,
+    in_range,
     labels_for,
+    nan_unless,
+    non_empty,
     non_negative,
     one_of,
     positive,
@@ -70,8 +74,11 @@ def radius(logits, lipschitz=1.0, norm="l2", *, mode="global", input_dim=None):
 
     ``norm="linf"`` divides the L2 radius by ``sqrt(input_dim)`` since
     ``||d||_2 <= sqrt(d) ||d||_inf``. No prediction within the radius differs from argmax.
+
+    An example with a NaN or infinite logit has radius NaN (certified nowhere), and so has
+    every example when ``lipschitz`` is traced under ``jit`` and not a finite number > 0.
     """
-    logits = floating_array("logits", logits, rank=2)
+    logits = non_empty("logits", floating_array("logits", logits, rank=2))
     if logits.shape[1] < 2:
         raise ValueError(f"logits must have at least 2 classes, got shape {logits.shape}")
     lipschitz = _positive_scalar("lipschitz", lipschitz)
@@ -84,7 +91,9 @@ def radius(logits, lipschitz=1.0, norm="l2", *, mode="global", input_dim=None):
     top2 = jax.lax.top_k(logits, 2)[0]
     margin = top2[:, 0] - top2[:, 1]
     r = margin / ((math.sqrt(2.0) if mode == "global" else 2.0) * lipschitz)
-    return r / math.sqrt(input_dim) if norm == "linf" else r
+    r = r / math.sqrt(input_dim) if norm == "linf" else r
+    valid = finite_examples(logits) & (jnp.isfinite(lipschitz) & (lipschitz > 0))
+    return nan_unless(valid, r)
 
 
 def certified_accuracy(
@@ -92,7 +101,10 @@ def certified_accuracy(
 ):
     """Fraction of examples that are correct *and* certified: ``mean(argmax == y & radius > eps)``.
 
-    ``eps`` is a scalar (returns a scalar) or a 1-D array of radii (returns ``float[E]``).
+    ``eps`` is a scalar (returns a scalar) or a 1-D array of radii (returns ``float[E]``),
+    finite and ``>= 0``.  An example with NaN logits counts as not certified.  Values seen
+    only under ``jit``: an ``eps`` that is negative or NaN gives NaN for that radius, a label
+    out of ``[0, C)`` NaN for every radius (never a plausible accuracy).
     """
     r = radius(logits, lipschitz, norm, mode=mode, input_dim=input_dim)
     logits = jnp.asarray(logits)
@@ -102,7 +114,9 @@ def certified_accuracy(
     if eps.ndim > 1:
         raise ValueError(f"eps must be a scalar or a 1-D array, got shape {eps.shape}")
     ok = jnp.argmax(logits, axis=1) == labels
-    return jnp.mean(ok & (r > eps[..., None]), axis=-1)
+    accuracy = jnp.mean(ok & (r > eps[..., None]), axis=-1)
+    valid = jnp.all(in_range(labels, logits.shape[1])) & jnp.isfinite(eps) & (eps >= 0)
+    return jnp.where(valid, accuracy, jnp.nan)
 
 
 # ---------------------------------------------------------------------------------------

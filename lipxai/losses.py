@@ -2,8 +2,10 @@
 
 Every loss is a pure function ``(logits, labels, *, hyperparameters) -> scalar``: the
 mean over the batch, computed in float32 (float64 logits stay float64).  Shapes, dtypes
-and hyperparameters are validated eagerly; label values are checked only when they are
-concrete, so the functions can be called inside ``jax.jit``.  Hyperparameters must be
+and hyperparameters are validated eagerly (an empty batch is an error); label values are
+checked only when they are concrete, so the functions can be called inside ``jax.jit``,
+where a label out of range makes the loss NaN rather than a plausible number (as do NaN
+logits).  Hyperparameters must be
 Python numbers; the computation itself is jitted with them as traced arguments, so an
 eager call compiles once per input shape and changing a hyperparameter does not recompile.
 
@@ -40,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
@@ -192,9 +195,11 @@ def margin_eikonal(fn, x, labels, *, target=1.0):
       x: float inputs ``[B, ...]``.
       labels: ``int[B]`` in ``[0, C)``.
       target: the gradient norm to hold (positive).
+
+    NaN when an input is not finite or (under ``jit``) a label is out of range.
     """
     _checks.positive("target", target)
-    x = _checks.floating_array("x", x, min_rank=2)
+    x = _checks.non_empty("x", _checks.floating_array("x", x, min_rank=2))
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
@@ -211,33 +216,52 @@ def margin_eikonal(fn, x, labels, *, target=1.0):
 
     grads = jax.grad(summed_margins)(x)
     norms = jnp.sqrt(jnp.sum(grads * grads, axis=tuple(range(1, grads.ndim))) + 1e-12)
-    return jnp.mean((norms - target) ** 2)
+    valid = _checks.finite_examples(x) & _checks.in_range(labels, out.shape[1])
+    return jnp.where(jnp.all(valid), jnp.mean((norms - target) ** 2), jnp.nan)
 
 
 # Kernels: validated inputs in, scalar out.
 
 
+def _nan_for_bad_labels(kernel):
+    """``kernel(logits, labels, ...)``, NaN when a label lies outside ``[0, C)`` (``C = 2``
+    for binary logits ``[B]``): labels are checked eagerly only when they are concrete."""
+
+    @functools.wraps(kernel)
+    def checked(logits, labels, *args):
+        num_classes = 2 if logits.ndim == 1 else logits.shape[1]
+        ok = jnp.all(_checks.in_range(labels, num_classes))
+        return jnp.where(ok, kernel(logits, labels, *args), jnp.nan)
+
+    return checked
+
+
 @jax.jit
+@_nan_for_bad_labels
 def _kr(logits, labels):
     return -_class_gap(logits, labels == 1)
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _hinge_margin(logits, labels, min_margin):
     return jnp.mean(_hinge_terms(logits, labels == 1, min_margin))
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _hkr(logits, labels, alpha, min_margin):
     return alpha * _hinge_margin(logits, labels, min_margin) + (1 - alpha) * _kr(logits, labels)
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _multiclass_kr(logits, labels):
     return -jnp.mean(_class_gap(logits, _one_hot(labels, logits.shape[1])))
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _multiclass_hinge(logits, labels, min_margin):
     is_true = _one_hot(labels, logits.shape[1])
     weights = jnp.where(is_true, logits.shape[1] - 1.0, 1.0)
@@ -245,12 +269,14 @@ def _multiclass_hinge(logits, labels, min_margin):
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _multiclass_hkr(logits, labels, alpha, min_margin):
     hinge = _multiclass_hinge(logits, labels, min_margin)
     return alpha * hinge + (1 - alpha) * _multiclass_kr(logits, labels)
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _soft_hkr(logits, labels, alpha, min_margin, temperature):
     is_true = _one_hot(labels, logits.shape[1])
     mean_abs = jnp.clip(jnp.mean(jnp.abs(logits)), min_margin, 2e4)
@@ -263,6 +289,7 @@ def _soft_hkr(logits, labels, alpha, min_margin, temperature):
 
 
 @jax.jit
+@_nan_for_bad_labels
 def _tau_cross_entropy(logits, labels, tau):
     log_probs = jax.nn.log_softmax(tau * logits, axis=-1)
     true_log_probs = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)
@@ -316,7 +343,6 @@ def _multiclass_inputs(logits, labels):
 
 
 def _batch(logits, labels, num_classes):
-    if logits.shape[0] == 0:
-        raise ValueError(f"logits must hold at least one example, got shape {logits.shape}")
+    _checks.non_empty("logits", logits)
     labels = _checks.labels_for("labels", labels, num_classes, logits.shape[0])
     return logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels

@@ -662,7 +662,7 @@ def test_counterfactual_errors():
     with pytest.raises(TypeError, match="search must be a dict"):
         ex.counterfactual(fn, x, t, method="search", search=["pgd"])
     for bad in (0, 0.0, -1.1, float("inf"), float("nan"), True, "1.1"):
-        with pytest.raises(ValueError, match="t must be a positive number"):
+        with pytest.raises(ValueError, match="t must be a finite number > 0"):
             ex.counterfactual(fn, x, t, t=bad)
     with pytest.raises(ValueError, match=r"target must lie in \[0, 4\)"):
         ex.counterfactual(fn, x, t + 4)

@@ -430,7 +430,7 @@ def test_bad_options(linear):
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="samples must be an integer >= 1"):
         ex.smoothgrad(fn, x, t, key=key, samples=0)
-    with pytest.raises(ValueError, match="noise must be >= 0"):
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
         ex.smoothgrad(fn, x, t, key=key, noise=-0.1)
     with pytest.raises(ValueError, match="key must be"):
         ex.vargrad(fn, x, t)

@@ -434,7 +434,7 @@ def test_multiclass_rejects_single_class():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda f, y: losses.hkr(f[:, 0], y % 2, alpha=-0.1), "alpha must be >= 0"),
+        (lambda f, y: losses.hkr(f[:, 0], y % 2, alpha=-0.1), "alpha must be a finite number >= 0"),
         (
             lambda f, y: losses.hkr(f[:, 0], y % 2, alpha=10.0),
             r"alpha must be a number in \[0, 1\]",

@@ -311,7 +311,7 @@ def test_examples_are_attacked_independently_and_eps_zero():
               clip=(0.0, 1.0), gamma=0.0, random_start=False)
     for i in range(3):
         one = A._attack(fn, A._SALIENCY, x[i:i + 1], t[i:i + 1], None, None,
-                        jnp.float32(0.1), jnp.float32(2.5 * 0.1 / 5), **kw)[0]
+                        jnp.float32(0.1), jnp.float32(2.5 * 0.1 / 5), True, **kw)[0]
         np.testing.assert_allclose(one[0], batch.x_adv[i], atol=1e-6)
     # with other companions, in another order
     others = jnp.asarray(np.random.default_rng(9).uniform(size=x.shape), jnp.float32)

@@ -19,6 +19,12 @@ Wicker, Heo, Costabello & Weller, "Robust Explanation Constraints for Neural Net
   tabular experiments);
 * ``prediction_certified``: forward IBP on the same boxes certifies the class when
   ``logit_lo[target] > max_{j != target} logit_hi[j]``.
+
+Invalid examples are never certified (the NaN rule of ``lipxai._checks``): an example whose
+input is not finite, whose box is empty (a negative or NaN ``eps``, ``x`` outside ``domain``,
+values that are only seen under ``jit``) or whose target is not a class gets NaN gradient
+and logit bounds, and :func:`certify_explanation` turns NaN bounds into NaN changes, False
+certificates and ``topk_certified = -1``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import floating_array, labels_for, non_negative, positive_int
+from lipxai._checks import (
+    finite_examples,
+    floating_array,
+    in_range,
+    labels_for,
+    nan_unless,
+    non_empty,
+    non_negative,
+    ordered_pair,
+    positive_int,
+)
 from lipxai.bounds.interpreter import METHODS, interval
-from lipxai.bounds.interval import Interval, as_interval
+from lipxai.bounds.interval import Interval, as_interval, is_interval
 from lipxai.bounds.rules import abs_bounds
 
 #: ``loss=`` names of :func:`gradient_bounds`; a callable ``loss(logits, target) -> [B]`` works too.
@@ -50,7 +66,8 @@ class GradientBounds(NamedTuple):
 
 
 def params_box(params, *, relative: float = 0.0, absolute: float = 0.0):
-    """The box ``W +/- (relative * |W| + absolute)`` around every floating leaf of ``params``."""
+    """The box ``W +/- (relative * |W| + absolute)`` around every floating leaf of ``params``
+    (``relative``, ``absolute``: finite and ``>= 0``)."""
     relative, absolute = non_negative("relative", relative), non_negative("absolute", absolute)
 
     def leaf_box(w):
@@ -109,14 +126,40 @@ def _score_fn(loss) -> Callable:
 def _input_box(x, eps, domain) -> Interval | jax.Array:
     if eps is None:
         return x
-    eps = non_negative("eps", eps)
-    radius = jnp.asarray(eps, x.dtype)
+    radius = jnp.asarray(non_negative("eps", eps), x.dtype)
     if radius.ndim == 1:  # one radius per example
+        if radius.shape != x.shape[:1]:
+            raise ValueError(f"eps must be a scalar or have shape ({x.shape[0]},), got shape "
+                             f"{radius.shape}")
         radius = radius.reshape((-1,) + (1,) * (x.ndim - 1))
     lower, upper = x - radius, x + radius
     if domain is not None:
         lower, upper = jnp.maximum(lower, domain[0]), jnp.minimum(upper, domain[1])
     return Interval(lower, upper)
+
+
+def _all_ordered(tree) -> jax.Array:
+    """Whether every Interval leaf of ``tree`` has ``lower <= upper`` (and no NaN)."""
+    ok = jnp.asarray(True)
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=is_interval):
+        if is_interval(leaf):
+            ok = ok & jnp.all(leaf.lower <= leaf.upper)
+    return ok
+
+
+def _valid_boxes(x, target, n_classes, box, params_box):
+    """``(valid [B], box)``: the examples the NaN rule keeps (finite ``x``, a class as target,
+    a non-empty input box, a parameter box with ``lower <= upper``), and the input box with
+    the others replaced by the point 0, so that the interval transformation sees valid boxes
+    only."""
+    valid = finite_examples(x) & in_range(target, n_classes) & _all_ordered(params_box)
+    if not is_interval(box):
+        return valid, box
+    flat = lambda a: a.reshape(a.shape[0], -1)
+    valid = valid & jnp.all(flat(box.lower) <= flat(box.upper), axis=1)
+    keep = valid.reshape((-1,) + (1,) * (x.ndim - 1))
+    zero = jnp.zeros((), x.dtype)
+    return valid, Interval(jnp.where(keep, box.lower, zero), jnp.where(keep, box.upper, zero))
 
 
 def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_box=None,
@@ -132,7 +175,8 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
         :func:`params_box`); ``None``: the parameters are fixed.
       loss: ``"logit"`` (the target logit), ``"cross_entropy"``, or ``loss(logits, target)
         -> [B]``.  Examples must not interact in ``fn`` (no batch norm in training mode).
-      domain: ``(low, high)`` clips the input box, e.g. ``(0, 1)`` for images.
+      domain: ``(low, high)`` with ``low <= high`` (finite numbers) clips the input box,
+        e.g. ``(0, 1)`` for images.
       method: ``"ibp"`` (default): interval bound propagation through the forward and the
         backward pass.  ``"symbolic"``: the forward values also carry linear bounds in the
         input (symbolic intervals, Wang et al. 2018, with the CROWN/DeepPoly ReLU relaxation,
@@ -145,8 +189,15 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
     Returns a :class:`GradientBounds` with ``[B, ...]`` arrays shaped like ``x``.  Everything
     is a jax.numpy function of ``x``, ``eps`` and the parameters: differentiable, jittable
     (call it under ``jax.jit``: the jaxpr interpretation then happens once, at trace time).
+    Concrete invalid arguments raise ``ValueError``; an example that is invalid as data or
+    under ``jit`` (non-finite ``x``, ``x`` outside ``domain``, a negative or NaN ``eps``, a
+    target out of range) gets NaN bounds, gradient and logit bounds (module docstring).
     """
-    x = floating_array("x", x, min_rank=2)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    x = non_empty("x", floating_array("x", x, min_rank=2))
+    if domain is not None:
+        domain = ordered_pair("domain", domain)
     if (params is None) != (params_box is None):
         raise ValueError("params and params_box must be given together (fn(params, x))")
     if eps is None and params_box is None:
@@ -170,10 +221,13 @@ def gradient_bounds(fn: Callable, x, target, *, eps=None, params=None, params_bo
         (grad,) = pullback(jax.grad(lambda lg: jnp.sum(score(lg, target)))(logits))
         return logits, grad
 
-    boxes = (params_box, _input_box(x, eps, domain))
+    valid, box = _valid_boxes(x, target, n_classes, _input_box(x, eps, domain), params_box)
     _, gradient = logits_and_gradient(params, x)
-    logits, bounded = (as_interval(v) for v in interval(logits_and_gradient, method)(*boxes))
-    return GradientBounds(bounded.lower, bounded.upper, gradient, logits)
+    outs = interval(logits_and_gradient, method)(params_box, box)
+    logits, bounded = (as_interval(v) for v in outs)
+    lower, upper, gradient, logits_lo, logits_hi = nan_unless(
+        valid, (bounded.lower, bounded.upper, gradient, logits.lower, logits.upper))
+    return GradientBounds(lower, upper, gradient, Interval(logits_lo, logits_hi))
 
 
 def _count_at_least(sorted_values, thresholds, *, strict: bool):
@@ -206,10 +260,15 @@ def certify_explanation(bounds: GradientBounds, target=None, *, k: int = 20,
     Returns a dict of arrays: ``change_l1``, ``change_l2``, ``change_linf``,
     ``relative_change_l2`` (over ``||e||_2``), ``topk_certified`` (int), ``topk_stable``,
     ``sign_stable_fraction`` (float[B]), ``sign_stable`` (bool, shaped like the gradient),
-    and, when given, ``sensitive_excluded`` and ``prediction_certified``.
+    and, when given, ``sensitive_excluded`` and ``prediction_certified``.  An example with a
+    NaN bound or gradient is certified nowhere: NaN floats, False booleans,
+    ``topk_certified = -1``.
     """
+    if not isinstance(bounds, GradientBounds):
+        raise TypeError(f"bounds must be the GradientBounds of gradient_bounds, got "
+                        f"{type(bounds).__name__}")
     lower, upper, gradient = bounds.lower, bounds.upper, bounds.gradient
-    batch = gradient.shape[0]
+    batch = non_empty("bounds.gradient", gradient).shape[0]
     n_features = int(np.prod(gradient.shape[1:]))
     k = positive_int("k", k)
     if k > n_features:
@@ -227,6 +286,7 @@ def certify_explanation(bounds: GradientBounds, target=None, *, k: int = 20,
         dev = jnp.maximum(g_hi - g, g - g_lo)
         e_norm = jnp.linalg.norm(g, axis=1)
     dev = jnp.maximum(dev, 0.0)
+    valid = ~jnp.any(jnp.isnan(g_lo) | jnp.isnan(g_hi) | jnp.isnan(g), axis=1)
     change_l2 = jnp.linalg.norm(dev, axis=1)
     certified_top = _topk_certified(imp_lo, imp_hi, imp, k)
     sign_stable = (g_lo > 0) | (g_hi < 0)
@@ -244,7 +304,7 @@ def certify_explanation(bounds: GradientBounds, target=None, *, k: int = 20,
         out["sensitive_excluded"] = _sensitive_excluded(imp_lo, imp_hi, sensitive, gradient, k)
     if target is not None:
         out["prediction_certified"] = prediction_certified(bounds.logits, target)
-    return out
+    return nan_unless(valid, out)
 
 
 def _sensitive_excluded(imp_lo, imp_hi, sensitive, gradient, k):
@@ -262,9 +322,14 @@ def _sensitive_excluded(imp_lo, imp_hi, sensitive, gradient, k):
 
 
 def prediction_certified(logits: Interval, target) -> jax.Array:
-    """``logit_lo[target] > max_{j != target} logit_hi[j]`` (forward IBP certificate)."""
-    target = jnp.asarray(target)
+    """``logit_lo[target] > max_{j != target} logit_hi[j]`` (forward IBP certificate).
+
+    False for an example with a NaN logit bound or (under ``jit``) a target out of range."""
+    if not is_interval(logits) or logits.ndim != 2:
+        raise TypeError(f"logits must be an Interval of shape [B, C], got {logits!r}")
+    batch, n_classes = non_empty("logits", logits).shape
+    target = labels_for("target", target, n_classes, batch)
     own = jnp.take_along_axis(logits.lower, target[:, None], axis=1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(target, logits.shape[1], dtype=bool), -jnp.inf,
-                       logits.upper)
-    return own > jnp.max(others, axis=1)
+    others = jnp.where(jax.nn.one_hot(target, n_classes, dtype=bool), -jnp.inf, logits.upper)
+    finite = ~jnp.any(jnp.isnan(logits.lower) | jnp.isnan(logits.upper), axis=1)
+    return (own > jnp.max(others, axis=1)) & finite & in_range(target, n_classes)

@@ -175,12 +175,33 @@ def interval(fun: Callable, method: str = "ibp") -> Callable:
     backward pass of a gradient then sees fewer undecided ReLUs.  It needs the Interval
     arguments to be input boxes batched along axis 0 (examples must not interact; parameter
     boxes raise ``ValueError``) and costs memory ~ (input features) x (neurons) per example.
+
+    A concrete Interval argument with ``lower > upper`` or a NaN bound somewhere holds no
+    value, and bounds computed from it would read as certificates: it raises ``ValueError``
+    naming the argument (``args[i]`` and its pytree path) and the first offending index.
+    Under ``jit`` (traced bounds) this is the caller's promise.
     """
     if method not in METHODS:
         raise ValueError(f"interval: method must be one of {METHODS}, got {method!r}")
 
+    def check_boxes(args):
+        paths = jax.tree_util.tree_flatten_with_path(args, is_leaf=is_interval)[0]
+        boxes = [(path, leaf) for path, leaf in paths if is_interval(leaf)
+                 and not isinstance(leaf.lower, jax.core.Tracer)
+                 and not isinstance(leaf.upper, jax.core.Tracer)]
+        if not boxes or bool(jax.numpy.all(jax.numpy.stack(
+                [jax.numpy.all(box.lower <= box.upper) for _, box in boxes]))):
+            return  # one device reduction when every box is valid
+        for path, box in boxes:
+            try:
+                box.check()
+            except ValueError as err:
+                raise ValueError(f"interval({getattr(fun, '__name__', fun)!s}): argument "
+                                 f"args{jax.tree_util.keystr(path)}: {err}") from None
+
     @functools.wraps(fun)
     def wrapped(*args):
+        check_boxes(args)
         leaves, treedef = jax.tree_util.tree_flatten(args, is_leaf=is_interval)
         leaves = [leaf if is_interval(leaf) else jax.numpy.asarray(leaf) for leaf in leaves]
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lipxai._checks import non_negative
+
 
 #: ``precision`` of the products inside interval rules, whatever the traced function asked
 #: for: a GPU's default TF32 products (10-bit mantissa) would make bounds unsound by ~1e-3
@@ -84,15 +86,17 @@ class Interval:
         return self.upper - self.lower
 
     def check(self) -> Interval:
-        """Raise ``ValueError`` if (concrete) ``lower > upper`` anywhere; return ``self``."""
+        """Raise ``ValueError`` if (concrete) ``lower > upper`` or a bound is NaN anywhere
+        (no value lies in such an interval); return ``self``.  The first offending index is
+        named."""
+        if bool(jnp.all(self.lower <= self.upper)):  # one device reduction in the usual case
+            return self
         lo, hi = np.asarray(self.lower), np.asarray(self.upper)
-        bad = lo > hi
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"Interval has lower > upper at index {idx}: {lo[idx]} > {hi[idx]}"
-            )
-        return self
+        idx = tuple(int(i) for i in np.argwhere(~(lo <= hi))[0])
+        problem = "a NaN bound" if np.isnan(lo[idx]) or np.isnan(hi[idx]) else "lower > upper"
+        raise ValueError(
+            f"Interval has {problem} at index {idx}: lower {lo[idx]}, upper {hi[idx]}"
+        )
 
     def __repr__(self) -> str:
         return f"Interval(lower={self.lower!r}, upper={self.upper!r})"
@@ -204,13 +208,12 @@ def upper_of(value):
 
 
 def box(x, eps) -> Interval:
-    """The L_inf box ``[x - eps, x + eps]`` (``eps >= 0``, a scalar or broadcastable array)."""
+    """The L_inf box ``[x - eps, x + eps]`` (``eps >= 0`` and finite, a scalar or broadcastable
+    array; NaN or infinite ``eps`` raises ``ValueError`` when concrete)."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"box: x must be a floating-point array, got dtype {x.dtype}")
-    if not isinstance(eps, jax.core.Tracer) and np.any(np.asarray(eps) < 0):
-        raise ValueError(f"box: eps must be >= 0, got {eps}")
-    eps = jnp.asarray(eps, x.dtype)
+    eps = jnp.asarray(non_negative("eps", eps), x.dtype)
     return Interval(x - eps, x + eps)
 
 

@@ -2,6 +2,15 @@
 
 ``fn`` is a batched model function ``x[B, ...] -> logits[B, C]``, ``target`` is ``int[B]``,
 and every attribution has the shape of ``x``.
+
+Invalid input gives NaN, never a plausible map.  Arguments that can be checked raise
+``ValueError``/``TypeError`` before tracing (an empty batch, a target out of ``[0, C)``, a
+negative or NaN ``noise``, ...).  What cannot be checked there gets a NaN attribution for
+the example concerned: an input (or baseline, or noise draw) with a NaN or an infinity, and
+under ``jax.jit`` a target out of range or a negative ``noise`` (NaN for every example).  The
+cost is one ``where`` on the output.  Counterfactuals follow the same rule (NaN points and
+distances, ``classes = -1``, ``flipped`` False), and boundary attributions are NaN where the
+boundary search fails.
 """
 
 from lipxai.explain.boundary_based import big, boundary_point, boundary_saliency, boundary_smoothgrad

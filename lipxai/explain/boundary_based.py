@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lipxai import boundary as boundary_lib
+from lipxai._checks import finite_examples, nan_unless
 from lipxai.explain.gradients import _check_inputs, saliency, smoothgrad
 from lipxai.explain.integrated import integrated_gradients
 
@@ -30,7 +31,7 @@ __all__ = ["boundary_point", "boundary_saliency", "big", "boundary_smoothgrad"]
 def boundary_point(fn, x, target, *, boundary=None, search=None):
     """The :class:`~lipxai.boundary.BoundaryResult` to attribute from: ``boundary`` if given
     (checked against ``x``), else ``lipxai.boundary.search(fn, x, target, **search)``."""
-    x, target = _check_inputs(fn, x, target)
+    x, target, _ = _check_inputs(fn, x, target)
     if search is not None and not isinstance(search, dict):
         raise TypeError(f"search must be a dict of lipxai.boundary.search options, got {type(search).__name__}")
     if boundary is None:
@@ -45,9 +46,10 @@ def boundary_point(fn, x, target, *, boundary=None, search=None):
     return boundary
 
 
-def _mask_failures(attr, result):
-    ok = result.success.reshape((-1,) + (1,) * (attr.ndim - 1))
-    return jnp.where(ok, attr, jnp.nan)
+def _mask_failures(attr, result, x):
+    """NaN where the search failed or ``x`` is not finite (a precomputed ``boundary`` may
+    hold a finite point for it); targets out of range are NaN in ``attr`` already."""
+    return nan_unless(result.success & finite_examples(jnp.asarray(x)), attr)
 
 
 def boundary_saliency(fn, x, target, *, boundary=None, search=None, absolute: bool = False):
@@ -59,7 +61,7 @@ def boundary_saliency(fn, x, target, *, boundary=None, search=None, absolute: bo
     """
     result = boundary_point(fn, x, target, boundary=boundary, search=search)
     attr = saliency(fn, result.points, target, absolute=absolute)
-    return _mask_failures(attr, result)
+    return _mask_failures(attr, result, x)
 
 
 def big(fn, x, target, *, boundary=None, search=None, steps: int = 16,
@@ -73,7 +75,7 @@ def big(fn, x, target, *, boundary=None, search=None, steps: int = 16,
     result = boundary_point(fn, x, target, boundary=boundary, search=search)
     attr = integrated_gradients(fn, x, target, baseline=result.points, steps=steps,
                                 method=method, batch_size=batch_size)
-    return _mask_failures(attr, result)
+    return _mask_failures(attr, result, x)
 
 
 def boundary_smoothgrad(fn, x, target, *, key, boundary=None, search=None, samples: int = 50,
@@ -86,4 +88,4 @@ def boundary_smoothgrad(fn, x, target, *, key, boundary=None, search=None, sampl
     result = boundary_point(fn, x, target, boundary=boundary, search=search)
     attr = smoothgrad(fn, result.points, target, key=key, samples=samples, noise=noise,
                       batch_size=batch_size)
-    return _mask_failures(attr, result)
+    return _mask_failures(attr, result, x)

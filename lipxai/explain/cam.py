@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipxai._checks import floating_array, labels_for
+from lipxai._checks import finite_examples, floating_array, in_range, labels_for, nan_unless, non_empty
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_shapes", "split_at"]
 
@@ -97,12 +97,13 @@ def split_at(apply, layer: str):
 
 
 def _layer_gradients(split, x, target):
-    """Validate; return the activations ``a [B, h, w, K]`` and ``d logit_t / d a``."""
+    """Validate; return ``(x, a, g, valid)``: the activations ``a [B, h, w, K]``, ``g = d
+    logit_t / d a`` and the examples with a finite input and a target in range."""
     if not (isinstance(split, tuple) and len(split) == 2 and all(map(callable, split))):
         raise TypeError("split must be a pair (features, head) of callables; build it with "
                         "lipxai.explain.split_at(apply, layer)")
     features, head = split
-    x = floating_array("x", x, min_rank=2)
+    x = non_empty("x", floating_array("x", x, min_rank=2))
     a = features(x)
     if a.ndim != 4 or a.shape[0] != x.shape[0]:
         raise ValueError(f"features(x) must be [B, h, w, K] activations (channels last) with "
@@ -116,7 +117,8 @@ def _layer_gradients(split, x, target):
         logits = head(x, act)
         return jnp.take_along_axis(logits, target[:, None].astype(jnp.int32), axis=1).sum()
 
-    return x, a, jax.grad(total)(a)
+    valid = finite_examples(x) & in_range(target, out.shape[1])
+    return x, a, jax.grad(total)(a), valid
 
 
 def _finish(cam, x, relu, upsample):
@@ -146,11 +148,12 @@ def grad_cam(split, x, target, *, relu: bool = True, upsample: bool = True):
       upsample: resize the ``h x w`` map bilinearly to the input's ``H x W``.
 
     Returns:
-      ``[B, H, W, 1]`` (``[B, h, w, 1]`` without ``upsample``), broadcastable to NHWC ``x``.
+      ``[B, H, W, 1]`` (``[B, h, w, 1]`` without ``upsample``), broadcastable to NHWC ``x``;
+      NaN for an invalid example (:mod:`lipxai.explain`).
     """
-    x, a, g = _layer_gradients(split, x, target)
+    x, a, g, valid = _layer_gradients(split, x, target)
     weights = g.mean(axis=(1, 2), keepdims=True)
-    return _finish((weights * a).sum(-1), x, relu, upsample)
+    return nan_unless(valid, _finish((weights * a).sum(-1), x, relu, upsample))
 
 
 def grad_cam_plus_plus(split, x, target, *, relu: bool = True, upsample: bool = True):
@@ -165,10 +168,10 @@ def grad_cam_plus_plus(split, x, target, *, relu: bool = True, upsample: bool = 
     exponentiated score (higher derivatives as powers of the first), as in their code.
     Arguments and shape as :func:`grad_cam`.
     """
-    x, a, g = _layer_gradients(split, x, target)
+    x, a, g, valid = _layer_gradients(split, x, target)
     g2 = g * g
     denom = 2 * g2 + a.sum(axis=(1, 2), keepdims=True) * g2 * g
     safe = jnp.where(denom != 0, denom, 1)
     alpha = jnp.where((g != 0) & (denom != 0), g2 / safe, 0)
     weights = (alpha * jax.nn.relu(g)).sum(axis=(1, 2), keepdims=True)
-    return _finish((weights * a).sum(-1), x, relu, upsample)
+    return nan_unless(valid, _finish((weights * a).sum(-1), x, relu, upsample))

@@ -35,14 +35,13 @@ r"""Counterfactuals: the smallest change of ``x`` that changes the decision.
 from __future__ import annotations
 
 import functools
-import numbers
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from lipxai import boundary as boundary_lib
-from lipxai._checks import labels_for, one_of
+from lipxai._checks import _is_tracer, in_range, labels_for, nan_unless, one_of, positive
 from lipxai.explain.gradients import _check_inputs
 
 __all__ = ["CounterfactualResult", "counterfactual"]
@@ -117,10 +116,12 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
         only; default ``{"method": "pgd"}``).
 
     Returns:
-      :class:`CounterfactualResult`.
+      :class:`CounterfactualResult`.  An invalid example (non-finite ``x``; under ``jit`` a
+      ``target`` or ``to`` out of range, or ``to == target``) has NaN points, logits and
+      distances, ``classes = -1`` and ``flipped`` False.
     """
     one_of("method", method, ("transport", "search"))
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     num_classes = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[1]
     if num_classes < 2:
         raise ValueError(f"fn must return at least 2 classes, got {num_classes}")
@@ -128,12 +129,12 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
     if method == "transport":
         if search is not None:
             raise ValueError('search= options need method="search"')
-        if not isinstance(t, numbers.Real) or isinstance(t, bool) or not 0 < t < float("inf"):
-            raise ValueError(f"t must be a positive number, got {t!r}")
+        positive("t", t)
         if to is not None:
             to = labels_for("to", to, num_classes, x.shape[0]).astype(jnp.int32)
-            if bool(jnp.any(to == target)):
+            if not (_is_tracer(to) or _is_tracer(target)) and bool(jnp.any(to == target)):
                 raise ValueError("to must differ from target for every example")
+            valid = valid & in_range(to, num_classes) & (to != target)
         points, classes = _transport(fn, x, target, to, jnp.asarray(t, x.dtype))
         logits = fn(points)
     else:
@@ -147,5 +148,5 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
         logits = fn(points)
         classes = jnp.argmax(logits, axis=1).astype(jnp.int32)
     flipped = jnp.argmax(logits, axis=1) != target
-    return CounterfactualResult(points=points, logits=logits, classes=classes,
-                                distances=_l2(points - x), flipped=flipped)
+    return nan_unless(valid, CounterfactualResult(points=points, logits=logits, classes=classes,
+                                                  distances=_l2(points - x), flipped=flipped))

@@ -29,7 +29,8 @@ kernel layouts, and padding that leaves them to XLA's multi-threaded kernel); th
 unchanged (up to float rounding), and nothing changes on other backends.
 
 All functions are jit-compatible (wrap them in ``jax.jit`` with ``fn`` closed over); input
-validation happens before tracing.
+validation happens before tracing.  Invalid examples get NaN attributions (the convention
+of :mod:`lipxai.explain`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lipxai._checks import _is_tracer, floating_array, labels_for, non_negative, positive_int
+from lipxai._checks import (
+    _is_tracer,
+    finite_examples,
+    floating_array,
+    in_range,
+    labels_for,
+    nan_unless,
+    non_empty,
+    non_negative,
+    positive_int,
+)
 from lipxai._cpu_convolutions import for_gradient_loops, for_gradients
 
 __all__ = ["saliency", "gradient_x_input", "smoothgrad", "vargrad", "squaregrad", "default_chunk"]
@@ -88,7 +99,7 @@ def default_chunk(n: int, x_shape) -> int:
     n = positive_int("n", n)
     if jax.default_backend() != "cpu":
         return min(DEFAULT_CHUNK, n)
-    chunk = max(1, min(DEFAULT_CHUNK, n, CPU_CHUNK_ELEMENTS // math.prod(x_shape)))
+    chunk = max(1, min(DEFAULT_CHUNK, n, CPU_CHUNK_ELEMENTS // max(1, math.prod(x_shape))))
     return -(-n // -(-n // chunk))
 
 
@@ -98,10 +109,12 @@ def default_chunk(n: int, x_shape) -> int:
 
 
 def _check_inputs(fn, x, target):
-    """Validate ``x`` (floating, batched) and ``target`` (int[B] in [0, C)); return arrays."""
+    """Validate ``x`` (floating, a non-empty batch) and ``target`` (int[B] in [0, C), checked
+    when concrete); return ``(x, target, valid)`` with ``valid: bool[B]`` the examples whose
+    input is finite and whose target is a class (:mod:`lipxai.explain`'s NaN convention)."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    x = floating_array("x", x, min_rank=2)
+    x = non_empty("x", floating_array("x", x, min_rank=2))
     out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
     out_shape = tuple(getattr(out, "shape", ()))
     if len(out_shape) != 2 or out_shape[0] != x.shape[0]:
@@ -110,7 +123,7 @@ def _check_inputs(fn, x, target):
             f"got output shape {out_shape}"
         )
     target = labels_for("target", target, out_shape[1], x.shape[0])
-    return x, target
+    return x, target, finite_examples(x) & in_range(target, out_shape[1])
 
 
 def _check_batch_size(batch_size):
@@ -222,11 +235,11 @@ def saliency(fn, x, target, *, absolute: bool = False, per_example: bool = False
         alone (exact even when examples interact through ``fn``; see module docstring).
 
     Returns:
-      the attribution, shaped like ``x``.
+      the attribution, shaped like ``x`` (NaN for an invalid example: :mod:`lipxai.explain`).
     """
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     _, grads = for_gradients(_target_grad(fn, per_example))(x, target)
-    return jnp.abs(grads) if absolute else grads
+    return nan_unless(valid, jnp.abs(grads) if absolute else grads)
 
 
 def gradient_x_input(fn, x, target, *, per_example: bool = False):
@@ -235,9 +248,9 @@ def gradient_x_input(fn, x, target, *, per_example: bool = False):
     Shrikumar et al. 2016, "Not just a black box"; Captum's ``InputXGradient``.
     Arguments as in :func:`saliency`.
     """
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     _, grads = for_gradients(_target_grad(fn, per_example))(x, target)
-    return x * grads
+    return nan_unless(valid, x * grads)
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,8 +261,9 @@ def gradient_x_input(fn, x, target, *, per_example: bool = False):
 def _noisy_moments(fn, x, target, key, samples, noise, batch_size, noise_samples, per_example,
                    powers=(1, 2)):
     """Validate, then return ``mean_s g_s**p`` over noisy gradients for each ``p`` in
-    ``powers`` (1 and/or 2; only those are computed)."""
-    x, target = _check_inputs(fn, x, target)
+    ``powers`` (1 and/or 2; only those are computed), NaN for invalid examples (and for all
+    when a traced ``noise`` is negative or not finite)."""
+    x, target, valid = _check_inputs(fn, x, target)
     batch_size = _check_batch_size(batch_size)
     noise = non_negative("noise", noise)
     if noise_samples is not None:
@@ -261,6 +275,8 @@ def _noisy_moments(fn, x, target, key, samples, noise, batch_size, noise_samples
             )
         samples = positive_int("samples (the length of noise_samples)", noise_samples.shape[0])
         noise_samples = noise_samples.astype(x.dtype)
+        finite = jnp.isfinite(noise_samples).reshape(samples, x.shape[0], math.prod(x.shape[1:]))
+        valid = valid & jnp.all(finite, axis=(0, 2))
     else:
         samples = positive_int("samples", samples)
         if key is None:
@@ -273,6 +289,7 @@ def _noisy_moments(fn, x, target, key, samples, noise, batch_size, noise_samples
 
     grad = _target_grad(fn, per_example)
     scale = jnp.asarray(noise, x.dtype)
+    valid = valid & jnp.isfinite(scale) & (scale >= 0)
 
     def chunk_fn(idx):
         c = idx.shape[0]
@@ -286,7 +303,7 @@ def _noisy_moments(fn, x, target, key, samples, noise, batch_size, noise_samples
         return tuple((g if p == 1 else g * g).sum(0) for p in powers)
 
     chunk = default_chunk(samples, x.shape) if batch_size is None else batch_size
-    return tuple(s / samples for s in _chunked_sum(chunk_fn, samples, chunk))
+    return nan_unless(valid, tuple(s / samples for s in _chunked_sum(chunk_fn, samples, chunk)))
 
 
 _NOISE_DOC = """
@@ -299,7 +316,7 @@ _NOISE_DOC = """
         is given.
       samples: number of noisy copies ``S >= 1``.
       noise: standard deviation of the Gaussian noise added to ``x`` (in input units, as
-        Captum's ``NoiseTunnel(stdevs=noise)``).
+        Captum's ``NoiseTunnel(stdevs=noise)``), finite and ``>= 0``.
       batch_size: number of noisy copies evaluated together (each chunk is one call of
         ``fn`` on ``batch_size * B`` examples); ``None`` uses :func:`default_chunk`
         (at most ``DEFAULT_CHUNK``).
@@ -309,7 +326,7 @@ _NOISE_DOC = """
       per_example: see :func:`saliency`.
 
     Returns:
-      the attribution, shaped like ``x``.
+      the attribution, shaped like ``x`` (NaN for an invalid example: :mod:`lipxai.explain`).
 """
 
 

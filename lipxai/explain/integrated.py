@@ -20,6 +20,8 @@ one after the other, each chunk one call of ``fn`` on ``batch_size * B`` example
 the timings.
 
 Per-example gradients: see :mod:`lipxai.explain.gradients` (``per_example=True``).
+Invalid examples (a non-finite input or baseline, a target out of range under ``jit``) get
+NaN attributions, as everywhere in :mod:`lipxai.explain`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import floating_array, one_of, positive, positive_int
+from lipxai._checks import (
+    finite_examples,
+    floating_array,
+    nan_unless,
+    one_of,
+    ordered_pair,
+    positive,
+    positive_int,
+)
 from lipxai.explain.gradients import (
     _check_batch_size,
     _check_inputs,
@@ -110,8 +120,9 @@ def make_baseline(
 
     ``baseline`` may be:
       * ``None`` or ``"zeros"``: all zeros;
-      * a real number: that constant everywhere;
-      * ``"uniform"``: i.i.d. ``U(low, high)`` noise, drawn with ``key`` (required);
+      * a finite real number: that constant everywhere;
+      * ``"uniform"``: i.i.d. ``U(low, high)`` noise (``low <= high``), drawn with ``key``
+        (required);
       * ``"blur"``: ``x`` blurred by a Gaussian of standard deviation ``sigma`` pixels over
         its spatial axes (all axes but the batch and the last, channel, axis; needs
         ``x.ndim >= 3``), as in Sturmfels, Lundberg & Lee 2020, "Visualizing the impact of
@@ -124,6 +135,7 @@ def make_baseline(
     if isinstance(baseline, str):
         one_of("baseline", baseline, BASELINES)
         if baseline == "uniform":
+            ordered_pair("(low, high)", (low, high))
             if key is None:
                 raise ValueError('key must be a jax.random key for baseline="uniform", got None')
             return jax.random.uniform(key, x.shape, x.dtype, minval=low, maxval=high)
@@ -135,6 +147,8 @@ def make_baseline(
             )
         return _gaussian_blur(x, float(sigma))
     if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        if not np.isfinite(baseline):
+            raise ValueError(f"baseline must be a finite number, got {baseline!r}")
         return jnp.full_like(x, baseline)
     b = floating_array("baseline", baseline)
     try:
@@ -178,14 +192,15 @@ def integrated_gradients(
       per_example: see :func:`lipxai.explain.saliency`.
 
     Returns:
-      the attribution, shaped like ``x``.  Completeness: ``attr.sum()`` per example
+      the attribution, shaped like ``x`` (NaN for an invalid example).  Completeness: ``attr.sum()`` per example
       approximates ``f_t(x) - f_t(baseline)`` (exactly for a linear model, except for
       ``riemann_trapezoid``: see :func:`quadrature`).
     """
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     alphas, weights = quadrature(method, steps)
     batch_size = _check_batch_size(batch_size)
     base = make_baseline(x, baseline, key=key, sigma=sigma)
+    valid = valid & finite_examples(base)
     delta = x - base
     alphas = jnp.asarray(alphas, x.dtype)
     weights = jnp.asarray(weights, x.dtype)
@@ -201,7 +216,7 @@ def integrated_gradients(
 
     n = alphas.shape[0]
     chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
-    return delta * _chunked_sum(chunk_fn, n, chunk)
+    return nan_unless(valid, delta * _chunked_sum(chunk_fn, n, chunk))
 
 
 def idgi(
@@ -233,10 +248,11 @@ def idgi(
     :func:`integrated_gradients` (``steps >= 2``).  Each step evaluates one gradient at
     :math:`x_i` and one forward pass at :math:`x_{i+1}`.
     """
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     n = positive_int("steps", steps, minimum=2)
     batch_size = _check_batch_size(batch_size)
     base = make_baseline(x, baseline, key=key, sigma=sigma)
+    valid = valid & finite_examples(base)
     delta = x - base
     grad = _target_grad(fn, per_example)
     value = _target_logit(fn, per_example)
@@ -260,4 +276,4 @@ def idgi(
         return (jnp.where(norm > 0, sq / safe, 0) * d).sum(0)
 
     chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
-    return _chunked_sum(chunk_fn, n, chunk)
+    return nan_unless(valid, _chunked_sum(chunk_fn, n, chunk))

@@ -25,6 +25,22 @@ Conventions: ``fn(x) -> logits`` is batched, ``x`` is ``[B, ...]`` (images NHWC 
 ``target`` is ``int[B]``, attributions have the shape of ``x``, every metric returns
 ``float[B]``; randomness takes an explicit ``key``; work that multiplies the batch (steps,
 samples) is chunked with ``batch_size``.
+
+NaN rule (issue 18; :mod:`lipxai._checks`).  Invalid arguments that can be checked before
+tracing raise ``ValueError``/``TypeError`` naming them (a concrete target out of range
+included).  What cannot be checked there never gives a plausible score:
+
+* an example whose input ``x``, attribution (given, or computed by ``explain_fn``), mask,
+  human map, baseline or second map (``b``) holds a NaN or an infinity scores NaN, the other
+  examples unchanged (bool results: False; int results: -1);
+* an example whose target is out of range under ``jax.jit`` scores NaN: checked against the
+  model's classes where the metric has ``fn`` (or ``num_classes``), else through
+  ``explain_fn``, whose NaN attribution for such a target (:mod:`lipxai.explain`'s rule)
+  makes the score NaN;
+* a traced real argument (``noise``, ``radius``, ``eps``, ``threshold``, ``data_range``,
+  ``step_size``) outside its domain (negative, or not finite) makes every score NaN.
+
+It costs one ``where`` on each output.
 """
 
 from lipxai.metrics import similarity

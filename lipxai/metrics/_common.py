@@ -34,7 +34,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import _is_tracer, floating_array, labels_for, one_of
+from lipxai._checks import (
+    _is_tracer,
+    finite_examples,
+    floating_array,
+    labels_for,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+)
 from lipxai.explain.gradients import _check_batch_size, _chunked_reduce, _flat, default_chunk
 from lipxai.explain.integrated import make_baseline
 
@@ -60,8 +69,9 @@ def check_attributions(attributions, x):
 
 
 def check_attribution_batch(attributions, *, min_rank: int = 2):
-    """Attributions alone (complexity metrics): a floating ``[B, ...]`` array."""
-    return floating_array("attributions", attributions, min_rank=min_rank)
+    """Attributions alone (complexity metrics): a floating ``[B, ...]`` array, ``B >= 1``."""
+    return non_empty("attributions", floating_array("attributions", attributions,
+                                                    min_rank=min_rank))
 
 
 def check_key(key, name: str = "key"):
@@ -76,7 +86,7 @@ def check_explain_fn(explain_fn, x, target):
     """Validate ``explain_fn(x, target) -> attributions`` shaped like ``x``; return arrays."""
     if not callable(explain_fn):
         raise TypeError(f"explain_fn must be callable, got {type(explain_fn).__name__}")
-    x = floating_array("x", x, min_rank=2)
+    x = non_empty("x", floating_array("x", x, min_rank=2))
     target = labels_for("target", target, np.iinfo(np.int32).max, x.shape[0])
     out = jax.eval_shape(
         explain_fn,
@@ -91,17 +101,31 @@ def check_explain_fn(explain_fn, x, target):
     return x, target
 
 
-def check_real(name: str, value, *, minimum: float = 0.0, strict: bool = False):
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not np.isfinite(value)
-        or value < minimum
-        or (strict and value == minimum)
-    ):
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {rel} {minimum}, got {value!r}")
-    return float(value)
+def check_real(name: str, value, *, strict: bool = False):
+    """A finite real number ``>= 0`` (``> 0`` if ``strict``) as a float (a static argument of
+    the jitted metrics): the shared checks of ``lipxai._checks``, which reject NaN."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} 0, "
+                         f"got {value!r}")
+    return float((positive if strict else non_negative)(name, value))
+
+
+def real_arg(name: str, value, *, strict: bool = False):
+    """``(value, ok)`` for a real argument that may be traced (noise, radius, thresholds).
+
+    A concrete ``value`` is checked by :func:`check_real` (``ok`` is True); a traced one
+    passes unchecked and ``ok`` is a traced 0-d bool, whether it is finite and ``>= 0``
+    (``> 0`` if ``strict``): the metric's scores are NaN where it is False (the NaN rule of
+    :mod:`lipxai.metrics`)."""
+    if not _is_tracer(value):
+        return check_real(name, value, strict=strict), True
+    return value, jnp.isfinite(value) & ((value > 0) if strict else (value >= 0))
+
+
+def finite_in(*arrays):
+    """``bool[B]``: the examples with no NaN and no infinity in any of ``arrays`` (each
+    ``[B, ...]``)."""
+    return functools.reduce(jnp.logical_and, map(finite_examples, arrays))
 
 
 def chunk_of(batch_size, n: int, x_shape) -> int:

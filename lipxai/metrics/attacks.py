@@ -60,6 +60,10 @@ inside one ``jax.jit``.
 
 Examples are attacked independently (the objective is a sum over the batch, the steps and
 the selection are per example), as long as ``fn`` does not mix the examples of a batch.
+An invalid example (a NaN or an infinity in its input or target map, a target out of range
+under ``jit``) gets NaN inputs, explanations and measures and ``prediction_kept`` False, and
+so does every example when a traced ``eps`` / ``step_size`` is not finite and ``>= 0`` /
+``> 0`` (the NaN rule of :mod:`lipxai.metrics`).
 
 Similarity measures (returned, between the original model's maps at ``x`` and ``x_adv``)
 ----------------------------------------------------------------------------------------
@@ -81,10 +85,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import _is_tracer, floating_array, one_of, positive_int
+from lipxai._checks import (
+    _is_tracer,
+    finite_examples,
+    floating_array,
+    nan_unless,
+    one_of,
+    positive_int,
+)
 from lipxai.explain.gradients import _check_inputs, _target_grad
 from lipxai.metrics import similarity
-from lipxai.metrics._common import check_key, check_real, descending_rank, map_shape
+from lipxai.metrics._common import check_key, check_real, descending_rank, map_shape, real_arg
 from lipxai.metrics.smoothing import softplus_relu
 
 __all__ = ["ExplanationAttack", "attack_explanation", "OBJECTIVES"]
@@ -101,7 +112,8 @@ class ExplanationAttack(NamedTuple):
       x_adv: the adversarial inputs, shaped like ``x``.
       explanation: the explanation of ``x_adv`` by the original (unsmoothed) model.
       original_explanation: the explanation of ``x``.
-      prediction_kept: ``bool[B]``, ``argmax fn(x_adv) == argmax fn(x)``.
+      prediction_kept: ``bool[B]``, ``argmax fn(x_adv) == argmax fn(x)`` (False for an
+        invalid example, whose other fields are NaN: module docstring).
       top_k_intersection: ``float[B]`` in ``[0, 1]``, shared share of the ``k`` top pixels.
       spearman: ``float[B]``, rank correlation of the pixel maps.
       center_of_mass_shift: ``float[B]``, in pixels.
@@ -173,8 +185,8 @@ def _saliency(fn, z, t):
     static_argnames=("fn", "explain", "objective", "steps", "norm", "k", "beta", "max_min",
                      "clip", "gamma", "random_start"),
 )
-def _attack(fn, explain, x, target, target_map, key, eps, step_size, *, objective, steps, norm,
-            k, beta, max_min, clip, gamma, random_start):
+def _attack(fn, explain, x, target, target_map, key, eps, step_size, valid, *, objective, steps,
+            norm, k, beta, max_min, clip, gamma, random_start):
     smooth = softplus_relu(fn, beta, max_min=max_min)
     coords = _coordinates(map_shape(x.shape))
     logits0 = fn(x)
@@ -257,7 +269,7 @@ def _attack(fn, explain, x, target, target_map, key, eps, step_size, *, objectiv
 
     h = explain(fn, x_adv, target)
     kept = jnp.argmax(fn(x_adv), -1) == pred0
-    return x_adv, h, h0, kept, _pixel_map(h), m0
+    return nan_unless(valid, (x_adv, h, h0, kept, _pixel_map(h), m0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,6 +330,7 @@ def _check_clip(clip, x):
     lo, hi = float(clip[0]), float(clip[1])
     if not _is_tracer(x):
         values = np.asarray(x)
+        values = values[np.isfinite(values)]  # a NaN or infinite example gives NaN instead
         if values.size and (values.min() < lo or values.max() > hi):
             raise ValueError(
                 f"x must lie in the data range clip=({lo}, {hi}), got values in "
@@ -369,9 +382,10 @@ def attack_explanation(fn, x, target, *, eps: float, explain="saliency",
         which gives the first step its direction.
 
     Returns:
-      An :class:`ExplanationAttack`.
+      An :class:`ExplanationAttack` (NaN, and ``prediction_kept`` False, for an invalid
+      example: module docstring).
     """
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     if isinstance(explain, str):
         one_of("explain", explain, ("saliency",))
         explain_ = _SALIENCY
@@ -389,9 +403,10 @@ def attack_explanation(fn, x, target, *, eps: float, explain="saliency",
         raise TypeError(f"explain must be 'saliency' or a callable, got {type(explain).__name__}")
     one_of("objective", objective, OBJECTIVES)
     one_of("norm", norm, ("linf", "l2"))
-    eps = check_real("eps", eps)
+    eps, eps_ok = real_arg("eps", eps)
     steps = positive_int("steps", steps)
-    step_size = 2.5 * eps / steps if step_size is None else check_real("step_size", step_size, strict=True)
+    step_size, step_ok = ((2.5 * eps / steps, True) if step_size is None
+                          else real_arg("step_size", step_size, strict=True))
     beta = check_real("beta", beta, strict=True)
     features = int(np.prod(map_shape(x.shape)))
     if k is None:
@@ -400,6 +415,9 @@ def attack_explanation(fn, x, target, *, eps: float, explain="saliency",
         raise ValueError(f"k must be an integer in [1, {features}] (the number of pixels), "
                          f"got {k!r}")
     target_map = _check_target_map(target_map, x, objective)
+    valid = valid & eps_ok & step_ok
+    if target_map is not None:
+        valid = valid & finite_examples(target_map)
     gamma = (_DEFAULT_PREDICTION_WEIGHT[objective] if prediction_weight is None
              else check_real("prediction_weight", prediction_weight))
     clip = _check_clip(clip, x)
@@ -407,7 +425,7 @@ def attack_explanation(fn, x, target, *, eps: float, explain="saliency",
         check_key(key)
     x_adv, h, h0, kept, m, m0 = _attack(
         fn, explain_, x, target, target_map, key, jnp.asarray(eps, x.dtype),
-        jnp.asarray(step_size, x.dtype), objective=objective, steps=steps, norm=norm,
+        jnp.asarray(step_size, x.dtype), valid, objective=objective, steps=steps, norm=norm,
         k=int(k), beta=beta, max_min=bool(max_min), clip=clip, gamma=gamma,
         random_start=key is not None)
     # the measures are jitted on their own: compiled once per shape, whatever the attack

@@ -13,6 +13,9 @@ examples of the batch (through the ``1e-7``/``1e-12`` offsets and, for the effec
 complexity, the threshold).  Here the maximum is taken *per example*: the scores equal
 Quantus' with ``normalise_func_kwargs={"normalise_axes": (1, 2, 3)}`` (image batches), or
 on a batch of one.  An all-zero example is left as is (Quantus: all-zero batch only).
+
+An example whose attribution holds a NaN or an infinity scores NaN (the NaN rule of
+:mod:`lipxai.metrics`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lipxai.metrics._common import check_attribution_batch, check_real, normalised
+from lipxai._checks import finite_examples, nan_unless
+from lipxai.metrics._common import check_attribution_batch, normalised, real_arg
 
 __all__ = ["sparseness", "complexity", "effective_complexity"]
 
@@ -34,10 +38,10 @@ def _prepare(a, normalise: bool, absolute: bool):
 
 @functools.partial(jax.jit, static_argnames=("normalise", "absolute"))
 def _sparseness(a, *, normalise, absolute):
-    a = jnp.sort(_prepare(a, normalise, absolute) + 1e-7, axis=-1)
-    n = a.shape[-1]
-    i = jnp.arange(1, n + 1, dtype=a.dtype)
-    return ((2 * i - n - 1) * a).sum(-1) / (n * a.sum(-1))
+    s = jnp.sort(_prepare(a, normalise, absolute) + 1e-7, axis=-1)
+    n = s.shape[-1]
+    i = jnp.arange(1, n + 1, dtype=s.dtype)
+    return nan_unless(finite_examples(a), ((2 * i - n - 1) * s).sum(-1) / (n * s.sum(-1)))
 
 
 def sparseness(attributions, *, normalise: bool = True, absolute: bool = True):
@@ -49,7 +53,8 @@ def sparseness(attributions, *, normalise: bool = True, absolute: bool = True):
 
     .. math:: G(a) = \frac{\sum_{i=1}^N (2i - N - 1)\, a_{(i)}}{N \sum_{i=1}^N a_{(i)}}.
 
-    0 for a constant map, :math:`1 - 1/N` for a one-hot map.  Higher is sparser.
+    0 for a constant map, :math:`1 - 1/N` for a one-hot map.  Higher is sparser.  NaN for
+    an attribution that is not finite (module docstring).
 
     Args:
       attributions: floating ``[B, ...]``.
@@ -62,9 +67,9 @@ def sparseness(attributions, *, normalise: bool = True, absolute: bool = True):
 
 @functools.partial(jax.jit, static_argnames=("normalise", "absolute"))
 def _complexity(a, *, normalise, absolute):
-    a = _prepare(a, normalise, absolute)
-    p = a / jnp.abs(a).sum(-1, keepdims=True)
-    return -(p * jnp.log(p + 1e-12)).sum(-1)
+    v = _prepare(a, normalise, absolute)
+    p = v / jnp.abs(v).sum(-1, keepdims=True)
+    return nan_unless(finite_examples(a), -(p * jnp.log(p + 1e-12)).sum(-1))
 
 
 def complexity(attributions, *, normalise: bool = True, absolute: bool = True):
@@ -75,7 +80,7 @@ def complexity(attributions, *, normalise: bool = True, absolute: bool = True):
     Bhatt, Weller & Moura 2020, "Evaluating and aggregating feature-based model
     explanations" (IJCAI); Quantus' ``Complexity`` (the same :math:`10^{-12}`).  0 for a
     one-hot map, :math:`\log N` for a constant one.  Lower is simpler.  NaN for an all-zero
-    map (as Quantus).
+    map (as Quantus) and for one that is not finite.
 
     Args: as :func:`sparseness`.
     """
@@ -84,9 +89,9 @@ def complexity(attributions, *, normalise: bool = True, absolute: bool = True):
 
 
 @functools.partial(jax.jit, static_argnames=("normalise", "absolute"))
-def _effective_complexity(a, eps, *, normalise, absolute):
-    a = _prepare(a, normalise, absolute)
-    return (a > eps).sum(-1).astype(a.dtype)
+def _effective_complexity(a, eps, eps_ok, *, normalise, absolute):
+    v = _prepare(a, normalise, absolute)
+    return nan_unless(finite_examples(a) & eps_ok, (v > eps).sum(-1).astype(v.dtype))
 
 
 def effective_complexity(attributions, *, eps: float = 1e-5, normalise: bool = True,
@@ -96,14 +101,15 @@ def effective_complexity(attributions, *, eps: float = 1e-5, normalise: bool = T
 
     Nguyen & Rodríguez Martínez 2020, "On quantitative aspects of model interpretability";
     Quantus' ``EffectiveComplexity`` (default ``eps=1e-5``; with ``absolute=False`` only
-    positive values count, as Quantus).  Returned as ``float[B]`` (integer values).
-    Lower is simpler.
+    positive values count, as Quantus).  Returned as ``float[B]`` (integer values; NaN
+    for an attribution that is not finite, and for every example when a traced ``eps`` is
+    not finite and ``>= 0``).  Lower is simpler.
 
     Args:
       attributions, normalise, absolute: as :func:`sparseness`.
       eps: the threshold, ``>= 0``.
     """
     a = check_attribution_batch(attributions)
-    eps = check_real("eps", eps)
-    return _effective_complexity(a, jnp.asarray(eps, a.dtype), normalise=bool(normalise),
-                                 absolute=bool(absolute))
+    eps, eps_ok = real_arg("eps", eps)
+    return _effective_complexity(a, jnp.asarray(eps, a.dtype), eps_ok,
+                                 normalise=bool(normalise), absolute=bool(absolute))

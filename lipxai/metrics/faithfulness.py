@@ -27,7 +27,9 @@ shared by the examples of a batch, so scores do not depend on the batch or the c
 The heavy part of each metric is a ``jax.jit`` with ``fn`` static (as
 :func:`lipxai.boundary.search`): pass the same ``fn`` object to reuse the compilation.
 Validation happens before tracing and raises ``ValueError``/``TypeError`` naming the
-argument.
+argument; an invalid example (a NaN or infinity in its input, attribution or baseline, a
+target out of range under ``jit``) or a traced invalid ``noise`` gives NaN scores (the NaN
+rule of :mod:`lipxai.metrics`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import floating_array, one_of, positive_int
+from lipxai._checks import (
+    _is_tracer,
+    floating_array,
+    nan_unless,
+    non_empty,
+    one_of,
+    positive_int,
+)
 from lipxai.explain.gradients import _check_inputs
 from lipxai.metrics._common import (
     FEATURES,
@@ -55,9 +64,11 @@ from lipxai.metrics._common import (
     draws,
     feature_mask,
     feature_values,
+    finite_in,
     flat,
     model_score,
     pearson,
+    real_arg,
     subsets,
 )
 
@@ -73,11 +84,12 @@ __all__ = [
 ]
 
 def _common_args(fn, x, target, attributions, output, features):
-    x, target = _check_inputs(fn, x, target)
+    """``(x, target, a, valid)``: ``valid: bool[B]``, finite ``x`` and a target in range."""
+    x, target, valid = _check_inputs(fn, x, target)
     a = check_attributions(attributions, x)
     one_of("output", output, ("softmax", "logit"))
     one_of("features", features, FEATURES)
-    return x, target, a
+    return x, target, a, valid
 
 
 def _n_features(x, features):
@@ -94,11 +106,12 @@ def _n_features(x, features):
 @functools.partial(
     jax.jit, static_argnames=("fn", "counts", "insert", "output", "features", "chunk", "dx")
 )
-def _replacement_curve(fn, x, target, a, base, *, counts, insert, output, features, chunk, dx):
+def _replacement_curve(fn, x, target, a, base, valid, *, counts, insert, output, features,
+                       chunk, dx):
     """``(auc [B], curve [B, len(counts)])``: the curve is the score after the
     ``counts[k]`` top-ranked features of ``x`` are replaced by ``base`` (``insert=False``),
     or of ``base`` by ``x`` (``insert=True``); ``auc`` its trapezoid area with spacing
-    ``dx``."""
+    ``dx``; NaN unless ``valid`` and ``a``, ``base`` finite."""
     b = x.shape[0]
     rank = descending_rank(feature_values(a, features))  # [B, F]
     counts_arr = jnp.asarray(counts, jnp.int32)
@@ -114,18 +127,18 @@ def _replacement_curve(fn, x, target, a, base, *, counts, insert, output, featur
         return model_score(fn, flat(z), jnp.tile(target, c), output).reshape(c, b)
 
     curve = chunked_rows(rows, len(counts), chunk).T
-    return jnp.trapezoid(curve, dx=dx, axis=1), curve
+    return nan_unless(valid & finite_in(a, base), (jnp.trapezoid(curve, dx=dx, axis=1), curve))
 
 
 def _deletion_insertion(fn, x, target, attributions, *, insert, steps, baseline, output,
                         features, return_curve, batch_size, key, sigma):
-    x, target, a = _common_args(fn, x, target, attributions, output, features)
+    x, target, a, valid = _common_args(fn, x, target, attributions, output, features)
     steps = positive_int("steps", steps)
     chunk = chunk_of(batch_size, steps + 1, x.shape)
     base = baseline_of(x, baseline, key=key, sigma=sigma)
     n = _n_features(x, features)
     counts = tuple((k * n) // steps for k in range(steps + 1))
-    auc, curve = _replacement_curve(fn, x, target, a, base, counts=counts, insert=insert,
+    auc, curve = _replacement_curve(fn, x, target, a, base, valid, counts=counts, insert=insert,
                                     output=output, features=features, chunk=chunk,
                                     dx=1.0 / steps)
     return (auc, curve) if return_curve else auc
@@ -150,7 +163,8 @@ _CURVE_DOC = """
 
     Returns:
       ``float[B]``, the area under the curve over the removed fraction ``k / K`` in
-      ``[0, 1]`` (trapezoid rule, as RISE's ``auc``), or ``(auc, curve)``.
+      ``[0, 1]`` (trapezoid rule, as RISE's ``auc``), or ``(auc, curve)``; NaN for an
+      invalid example (NaN rule of :mod:`lipxai.metrics`).
 """
 
 
@@ -224,15 +238,16 @@ def pixel_flipping(fn, x, target, attributions, *, features_per_step: int = 1,
       key, sigma: for ``baseline="uniform"`` / ``"blur"``.
 
     Returns:
-      ``float[B]`` (the area), or ``(area, curve)``.
+      ``float[B]`` (the area), or ``(area, curve)``; NaN for an invalid example (NaN rule of
+      :mod:`lipxai.metrics`).
     """
-    x, target, a = _common_args(fn, x, target, attributions, output, features)
+    x, target, a, valid = _common_args(fn, x, target, attributions, output, features)
     m = positive_int("features_per_step", features_per_step)
     n = _n_features(x, features)
     counts = tuple(min((k + 1) * m, n) for k in range(-(-n // m)))
     chunk = chunk_of(batch_size, len(counts), x.shape)
     base = baseline_of(x, baseline, key=key, sigma=sigma)
-    auc, curve = _replacement_curve(fn, x, target, a, base, counts=counts, insert=False,
+    auc, curve = _replacement_curve(fn, x, target, a, base, valid, counts=counts, insert=False,
                                     output=output, features=features, chunk=chunk, dx=1.0)
     return (auc, curve) if return_curve else auc
 
@@ -243,7 +258,7 @@ def pixel_flipping(fn, x, target, attributions, *, features_per_step: int = 1,
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "output", "features", "chunk"))
-def _mufidelity(fn, x, target, a, base, masks, *, output, features, chunk):
+def _mufidelity(fn, x, target, a, base, masks, valid, *, output, features, chunk):
     b = x.shape[0]
     av = feature_values(a, features)  # [B, F]
     n = av.shape[1]
@@ -259,7 +274,7 @@ def _mufidelity(fn, x, target, a, base, masks, *, output, features, chunk):
         return jnp.stack([att, drop], axis=-1)
 
     r = chunked_rows(rows, masks.shape[0], chunk)  # [S, B, 2]
-    return pearson(r[..., 0], r[..., 1], axis=0)
+    return nan_unless(valid & finite_in(a, base), pearson(r[..., 0], r[..., 1], axis=0))
 
 
 def mufidelity(fn, x, target, attributions, *, key, samples: int = 100,
@@ -275,7 +290,8 @@ def mufidelity(fn, x, target, attributions, *, key, samples: int = 100,
     Bhatt, Weller & Moura 2020, "Evaluating and aggregating feature-based model
     explanations" (IJCAI); Quantus' ``FaithfulnessCorrelation`` (same defaults:
     100 subsets of 224 elements, ``"black"`` baseline, logits).  Higher is better; NaN when
-    either side is constant over the subsets.
+    either side is constant over the subsets, and for an invalid example (NaN rule of
+    :mod:`lipxai.metrics`).
 
     Args:
       fn, x, target, attributions: as :func:`deletion`.
@@ -287,7 +303,7 @@ def mufidelity(fn, x, target, attributions, *, key, samples: int = 100,
       batch_size: subsets evaluated together per chunk.
       sigma: for ``baseline="blur"``.
     """
-    x, target, a = _common_args(fn, x, target, attributions, output, features)
+    x, target, a, valid = _common_args(fn, x, target, attributions, output, features)
     check_key(key)
     samples = positive_int("samples", samples, minimum=2)
     n = _n_features(x, features)
@@ -299,12 +315,12 @@ def mufidelity(fn, x, target, attributions, *, key, samples: int = 100,
     base = baseline_of(x, baseline, key=base_key, sigma=sigma)
     chunk = chunk_of(batch_size, samples, x.shape)
     masks = subsets(key, samples, n, subset_size)
-    return _mufidelity(fn, x, target, a, base, masks, output=output, features=features,
+    return _mufidelity(fn, x, target, a, base, masks, valid, output=output, features=features,
                        chunk=chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "normalize", "output", "chunk"))
-def _infidelity(fn, x, target, a, perts, *, normalize, output, chunk):
+def _infidelity(fn, x, target, a, perts, valid, *, normalize, output, chunk):
     b = x.shape[0]
     f0 = model_score(fn, x, target, output)
     red = tuple(range(2, x.ndim + 1))
@@ -323,7 +339,7 @@ def _infidelity(fn, x, target, a, perts, *, normalize, output, chunk):
         den = (dot * dot).mean(0)
         beta = jnp.where(den > 0, (dot * drop).mean(0) / jnp.where(den > 0, den, 1), 0)
         dot = beta[None] * dot
-    return ((dot - drop) ** 2).mean(0)
+    return nan_unless(valid & finite_in(a), ((dot - drop) ** 2).mean(0))
 
 
 def infidelity(fn, x, target, attributions, *, key, samples: int = 50, noise: float = 0.1,
@@ -340,7 +356,8 @@ def infidelity(fn, x, target, attributions, *, key, samples: int = 50, noise: fl
     optimal :math:`\beta = \mathbb{E}[I^\top a\,\Delta f] / \mathbb{E}[(I^\top a)^2]`, as
     Yeh et al.'s code and Captum).  Quantus' ``Infidelity`` perturbs patches with a baseline
     instead; this is not that.  Lower is better: for a linear model the gradient has
-    infidelity 0.
+    infidelity 0.  NaN for an invalid example, and for every example when a traced
+    ``noise`` is not finite and ``> 0`` (NaN rule of :mod:`lipxai.metrics`).
 
     Args:
       fn, x, target, attributions: as :func:`deletion`.
@@ -352,23 +369,23 @@ def infidelity(fn, x, target, attributions, *, key, samples: int = 50, noise: fl
       output: ``"logit"`` (default) or ``"softmax"``.
       batch_size: draws evaluated together per chunk.
     """
-    x, target, a = _common_args(fn, x, target, attributions, output, "elements")
+    x, target, a, valid = _common_args(fn, x, target, attributions, output, "elements")
     check_key(key)
     samples = positive_int("samples", samples)
-    noise = check_real("noise", noise, strict=True)
+    noise, noise_ok = real_arg("noise", noise, strict=True)
     chunk = chunk_of(batch_size, samples, x.shape)
     perts = draws(key, samples, x.shape[1:], x.dtype, "normal", noise)
-    return _infidelity(fn, x, target, a, perts, normalize=bool(normalize), output=output,
-                       chunk=chunk)
+    return _infidelity(fn, x, target, a, perts, valid & noise_ok, normalize=bool(normalize),
+                       output=output, chunk=chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "output", "relative"))
-def _completeness(fn, x, target, a, base, *, output, relative):
+def _completeness(fn, x, target, a, base, valid, *, output, relative):
     b = x.shape[0]
     s = model_score(fn, jnp.concatenate([x, base]), jnp.tile(target, 2), output)
     diff = s[:b] - s[b:]
     res = jnp.abs(a.reshape(b, -1).sum(-1) - diff)
-    return res / jnp.abs(diff) if relative else res
+    return nan_unless(valid & finite_in(a, base), res / jnp.abs(diff) if relative else res)
 
 
 def completeness(fn, x, target, attributions, *, baseline="zeros", output: str = "logit",
@@ -379,7 +396,8 @@ def completeness(fn, x, target, attributions, *, baseline="zeros", output: str =
     "Axiomatic attribution for deep networks" (and Shrikumar et al. 2017).  0 for Integrated
     Gradients with an exact quadrature on the same baseline.  Quantus' ``Completeness``
     returns the boolean ``sum(a) == f(x) - f(baseline)`` (exact equality, default baseline
-    ``"black"``); this returns the error itself.
+    ``"black"``); this returns the error itself.  NaN for an invalid example (NaN rule of
+    :mod:`lipxai.metrics`).
 
     Args:
       fn, x, target, attributions: as :func:`deletion`.
@@ -388,9 +406,9 @@ def completeness(fn, x, target, attributions, *, baseline="zeros", output: str =
       relative: divide by :math:`|f_t(x) - f_t(\bar x)|` (inf or NaN where it is 0).
       key, sigma: for ``baseline="uniform"`` / ``"blur"``.
     """
-    x, target, a = _common_args(fn, x, target, attributions, output, "elements")
+    x, target, a, valid = _common_args(fn, x, target, attributions, output, "elements")
     base = baseline_of(x, baseline, key=key, sigma=sigma)
-    return _completeness(fn, x, target, a, base, output=output, relative=bool(relative))
+    return _completeness(fn, x, target, a, base, valid, output=output, relative=bool(relative))
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,28 +519,31 @@ def noisy_linear_imputation(x, mask, *, key=None, noise: float = 0.01, iteration
       tol: relative residual at which CG stops, ``> 0``.
 
     Returns:
-      the imputed images, shaped like ``x`` (known pixels unchanged).
+      the imputed images, shaped like ``x`` (known pixels unchanged); NaN for an example
+      whose image or mask holds a NaN or an infinity, and for all when a traced ``noise`` is
+      not finite and ``>= 0`` (NaN rule of :mod:`lipxai.metrics`).
     """
-    x = floating_array("x", x, rank=4)
+    x = non_empty("x", floating_array("x", x, rank=4))
     mask = np.asarray(mask) if not hasattr(mask, "dtype") else mask
     if tuple(mask.shape) != tuple(x.shape[:3]):
         raise ValueError(f"mask must have shape {tuple(x.shape[:3])}, got {tuple(mask.shape)}")
-    noise = check_real("noise", noise)
+    noise, noise_ok = real_arg("noise", noise)
     iterations = positive_int("iterations", iterations)
     tol = check_real("tol", tol, strict=True)
-    if noise > 0:
+    noisy = _is_tracer(noise) or noise > 0
+    if noisy:
         check_key(key)
     m = jnp.asarray(mask).astype(x.dtype)[..., None]
     out = _impute_jit(x, m, iterations=iterations, tol=tol)
-    if noise > 0:
+    if noisy:
         out = out + m * draws(key, x.shape[0], x.shape[1:], x.dtype, "normal", noise)
-    return out
+    return nan_unless(finite_in(x, m) & noise_ok, out)
 
 
 @functools.partial(
     jax.jit, static_argnames=("fn", "counts", "morf", "output", "chunk", "iterations", "tol")
 )
-def _road(fn, x, target, a, eps, *, counts, morf, output, chunk, iterations, tol):
+def _road(fn, x, target, a, eps, valid, *, counts, morf, output, chunk, iterations, tol):
     b, h, w, ch = x.shape
     av = feature_values(a, "pixels")
     rank = descending_rank(av if morf else -av)
@@ -536,7 +557,7 @@ def _road(fn, x, target, a, eps, *, counts, morf, output, chunk, iterations, tol
         return model_score(fn, flat(z), jnp.tile(target, c), output).reshape(c, b)
 
     curve = chunked_rows(rows, len(counts), chunk).T
-    return curve.mean(axis=1), curve
+    return nan_unless(valid & finite_in(a), (curve.mean(axis=1), curve))
 
 
 def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
@@ -552,7 +573,8 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
     (ranked by the attribution summed over channels) are imputed; the curve is the score
     (by default, as the paper and Quantus' ``ROAD``, whether the prediction is still the
     target) at each fraction and the result its mean over the fractions.  MoRF: lower is
-    better; LeRF: higher is better.
+    better; LeRF: higher is better.  NaN for an invalid example, and for every example
+    when a traced ``noise`` is not finite and ``>= 0`` (NaN rule of :mod:`lipxai.metrics`).
 
     Args:
       fn, x, target, attributions: as :func:`deletion`; ``x`` must be images
@@ -571,12 +593,12 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
     x = floating_array("x", x)
     if x.ndim != 4:
         raise ValueError(f"x must be images [B, H, W, C] for road, got shape {tuple(x.shape)}")
-    x, target = _check_inputs(fn, x, target)
+    x, target, valid = _check_inputs(fn, x, target)
     a = check_attributions(attributions, x)
     one_of("output", output, ("accuracy", "softmax", "logit"))
     one_of("order", order, ("morf", "lerf"))
     check_key(key)
-    noise = check_real("noise", noise)
+    noise, noise_ok = real_arg("noise", noise)
     iterations = positive_int("iterations", iterations)
     tol = check_real("tol", tol, strict=True)
     try:
@@ -592,6 +614,7 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
     counts = tuple(int(math.floor(n * p + 1e-9)) for p in percentages)
     chunk = chunk_of(batch_size, len(counts), x.shape)
     eps = draws(key, len(counts), x.shape[1:], x.dtype, "normal", noise)
-    score, curve = _road(fn, x, target, a, eps, counts=counts, morf=order == "morf",
-                         output=output, chunk=chunk, iterations=iterations, tol=tol)
+    score, curve = _road(fn, x, target, a, eps, valid & noise_ok, counts=counts,
+                         morf=order == "morf", output=output, chunk=chunk,
+                         iterations=iterations, tol=tol)
     return (score, curve) if return_curve else score

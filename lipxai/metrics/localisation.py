@@ -23,6 +23,9 @@ Errors.  Masks of another shape, and masks that mark no feature of some example 
 score is undefined; Quantus returns NaN), raise ``ValueError`` before tracing; when the
 masks are traced (under a caller's ``jax.jit``) an empty mask gives NaN instead.  Each
 function is a ``jax.jit`` with its shape parameters static.
+
+NaN rule (:mod:`lipxai.metrics`): an example whose attribution, mask or human map holds a
+NaN or an infinity scores NaN.
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import _is_tracer, floating_array, one_of, positive_int
+from lipxai._checks import _is_tracer, floating_array, nan_unless, one_of, positive_int
 from lipxai.metrics._common import (
     FEATURES,
     average_ranks,
     check_attribution_batch,
-    check_real,
     descending_rank,
     feature_values,
+    finite_in,
     map_shape,
     n_features,
+    real_arg,
     spearman,
 )
 
@@ -86,7 +90,8 @@ def _features_of(m, shape, features, binary, xp):
 
 
 def _check_map(name, m, shape, *, binary):
-    """A mask (``binary``: bool, non-zero = inside) or a continuous map of an accepted shape."""
+    """A mask (``binary``: boolean or numeric, non-zero = inside) or a continuous map
+    (floating) of an accepted shape, as a jax array."""
     dtype = getattr(m, "dtype", None)
     if dtype is None:
         m = np.asarray(m)
@@ -99,7 +104,7 @@ def _check_map(name, m, shape, *, binary):
     if binary:
         if not (jnp.issubdtype(dtype, jnp.bool_) or jnp.issubdtype(dtype, jnp.number)):
             raise TypeError(f"{name} must be a boolean or numeric array, got dtype {dtype}")
-        return jnp.asarray(m) != 0
+        return jnp.asarray(m)
     return floating_array(name, m)
 
 
@@ -115,21 +120,25 @@ def _check_nonempty(name, m, shape, features):
 
 
 def _prepare(attributions, masks, features):
-    """The attributions and the masks as ``bool[B, F]`` features (reduced outside the jitted
-    metrics, so that every accepted mask shape shares one compilation)."""
+    """The attributions, the masks as ``bool[B, F]`` features (reduced outside the jitted
+    metrics, so that every accepted mask shape shares one compilation) and ``bool[B]``, the
+    examples whose attribution and mask are finite."""
     a = check_attribution_batch(attributions)
     one_of("features", features, FEATURES)
     m = _check_map("masks", masks, a.shape, binary=True)
+    valid = finite_in(a, m)
+    m = m != 0
     _check_nonempty("masks", m, a.shape, features)
-    return a, _features_of(m, a.shape, features, True, jnp)
+    return a, _features_of(m, a.shape, features, True, jnp), valid
 
 
 def _values(a, absolute, features):
     return feature_values(jnp.abs(a) if absolute else a, features)
 
 
-def _nan_if_empty(score, m):
-    return jnp.where(m.any(-1), score, jnp.nan)
+def _nan_unless_valid(score, mask, valid):
+    """The NaN rule, and NaN for an empty (traced) mask."""
+    return nan_unless(valid & mask.any(-1), score)
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,7 +161,7 @@ def _dilate(m, tolerance):
 
 
 @functools.partial(jax.jit, static_argnames=("features", "absolute", "tolerance"))
-def _pointing_game(a, mask, *, features, absolute, tolerance):
+def _pointing_game(a, mask, valid, *, features, absolute, tolerance):
     v = _values(a, absolute, features)
     inside = mask
     if tolerance:
@@ -160,7 +169,7 @@ def _pointing_game(a, mask, *, features, absolute, tolerance):
         inside = _dilate(mask.reshape((a.shape[0],) + mshape), tolerance).reshape(mask.shape)
     best = v == v.max(-1, keepdims=True)
     hit = (best & inside).any(-1).astype(a.dtype)
-    return _nan_if_empty(hit, mask)
+    return _nan_unless_valid(hit, mask, valid)
 
 
 def pointing_game(attributions, masks, *, features: str = "pixels", absolute: bool = False,
@@ -172,7 +181,8 @@ def pointing_game(attributions, masks, *, features: str = "pixels", absolute: bo
     Zhang et al. 2018, "Top-down neural attention by excitation backprop" (IJCV); Quantus'
     ``PointingGame`` (``tolerance=0``, ``weighted=False``).  When several features share
     the maximum, a hit is scored if any of them is in the mask (as Quantus).  The mean over
-    a dataset is the pointing accuracy.
+    a dataset is the pointing accuracy.  NaN where the attribution or the mask is not finite
+    (module docstring).
 
     Args:
       attributions: floating ``[B, ...]`` (shaped like ``x``).
@@ -183,7 +193,7 @@ def pointing_game(attributions, masks, *, features: str = "pixels", absolute: bo
         Zhang et al.'s 15-pixel tolerance (``features="pixels"`` only; default 0, as
         Quantus).
     """
-    a, m = _prepare(attributions, masks, features)
+    a, m, valid = _prepare(attributions, masks, features)
     if (not isinstance(tolerance, numbers.Integral) or isinstance(tolerance, bool)
             or tolerance < 0):
         raise ValueError(f"tolerance must be an integer >= 0, got {tolerance!r}")
@@ -192,7 +202,7 @@ def pointing_game(attributions, masks, *, features: str = "pixels", absolute: bo
     if tolerance and len(map_shape(a.shape)) > 3:
         raise ValueError(f"tolerance > 0 needs pixel maps of at most 3 dimensions, got "
                          f"{map_shape(a.shape)}")
-    return _pointing_game(a, m, features=features, absolute=bool(absolute),
+    return _pointing_game(a, m, valid, features=features, absolute=bool(absolute),
                           tolerance=int(tolerance))
 
 
@@ -202,12 +212,12 @@ def pointing_game(attributions, masks, *, features: str = "pixels", absolute: bo
 
 
 @functools.partial(jax.jit, static_argnames=("features", "positive"))
-def _relevance_mass(a, mask, *, features, positive):
+def _relevance_mass(a, mask, valid, *, features, positive):
     v = feature_values(a, features)
     if positive:
         v = jnp.maximum(v, 0)
     score = jnp.where(mask, v, 0).sum(-1) / v.sum(-1)
-    return _nan_if_empty(score, mask)
+    return _nan_unless_valid(score, mask, valid)
 
 
 def relevance_mass(attributions, masks, *, features: str = "pixels", positive: bool = True):
@@ -221,23 +231,24 @@ def relevance_mass(attributions, masks, *, features: str = "pixels", positive: b
     relevance only; with ``features="pixels"`` the attribution is summed over the channels
     before taking its positive part.  ``positive=False`` uses the signed attribution, as
     Quantus' ``RelevanceMassAccuracy`` (which does not clip).  In ``[0, 1]`` (with
-    ``positive``); NaN when no relevance is positive.
+    ``positive``); NaN when no relevance is positive, or where the attribution or the mask
+    is not finite.
 
     Args:
       attributions, masks, features: as :func:`pointing_game`.
       positive: keep only positive relevance (default, as Arras et al.).
     """
-    a, m = _prepare(attributions, masks, features)
-    return _relevance_mass(a, m, features=features, positive=bool(positive))
+    a, m, valid = _prepare(attributions, masks, features)
+    return _relevance_mass(a, m, valid, features=features, positive=bool(positive))
 
 
 @functools.partial(jax.jit, static_argnames=("features", "absolute", "weighted"))
-def _attribution_localisation(a, mask, *, features, absolute, weighted):
+def _attribution_localisation(a, mask, valid, *, features, absolute, weighted):
     v = feature_values(jnp.abs(a) if absolute else jnp.maximum(a, 0), features)
     score = jnp.where(mask, v, 0).sum(-1) / v.sum(-1)
     if weighted:
         score = score * mask.shape[-1] / mask.sum(-1)
-    return _nan_if_empty(score, mask)
+    return _nan_unless_valid(score, mask, valid)
 
 
 def attribution_localisation(attributions, masks, *, features: str = "pixels",
@@ -254,18 +265,19 @@ def attribution_localisation(attributions, masks, *, features: str = "pixels",
     ``absolute=False`` is its ``positive_attributions=True``).  The magnitude is taken per
     element, then summed over the channels (``features="pixels"``).
 
-    Deviations from Quantus: no ``1e-9`` in the denominator (NaN for an all-zero
-    attribution, Quantus 0); ``weighted`` divides by the mask's share :math:`|M|/N` as
-    Kohlbrenner et al., where Quantus multiplies by a size ratio computed from the batch.
+    NaN where the attribution or the mask is not finite (module docstring).  Deviations from
+    Quantus: no ``1e-9`` in the denominator (NaN for an all-zero attribution, Quantus 0);
+    ``weighted`` divides by the mask's share :math:`|M|/N` as Kohlbrenner et al., where
+    Quantus multiplies by a size ratio computed from the batch.
 
     Args:
       attributions, masks, features: as :func:`pointing_game`.
       absolute: ``|a|`` (default) or the positive part of ``a``.
       weighted: divide by the mask's share of the features.
     """
-    a, m = _prepare(attributions, masks, features)
-    return _attribution_localisation(a, m, features=features, absolute=bool(absolute),
-                                     weighted=bool(weighted))
+    a, m, valid = _prepare(attributions, masks, features)
+    return _attribution_localisation(a, m, valid, features=features,
+                                     absolute=bool(absolute), weighted=bool(weighted))
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,11 +286,11 @@ def attribution_localisation(attributions, masks, *, features: str = "pixels",
 
 
 @functools.partial(jax.jit, static_argnames=("features", "absolute"))
-def _relevance_rank(a, mask, *, features, absolute):
+def _relevance_rank(a, mask, valid, *, features, absolute):
     rank = descending_rank(_values(a, absolute, features))
     size = mask.sum(-1, keepdims=True)
     hits = (mask & (rank < size)).sum(-1)
-    return _nan_if_empty(hits.astype(a.dtype) / size[:, 0], mask)
+    return _nan_unless_valid(hits.astype(a.dtype) / size[:, 0], mask, valid)
 
 
 def relevance_rank(attributions, masks, *, features: str = "pixels", absolute: bool = False):
@@ -288,21 +300,22 @@ def relevance_rank(attributions, masks, *, features: str = "pixels", absolute: b
     .. math:: \mathrm{RRA}(a, M) = |T_K(a) \cap M| \,/\, K,
 
     with :math:`T_K(a)` the indices of the :math:`K` largest :math:`a_i`.  Arras, Osman &
-    Samek 2022 (CLEVR-XAI); Quantus' ``RelevanceRankAccuracy``.  In ``[0, 1]``.
+    Samek 2022 (CLEVR-XAI); Quantus' ``RelevanceRankAccuracy``.  In ``[0, 1]``; NaN where
+    the attribution or the mask is not finite.
 
     Args:
       attributions, masks, features: as :func:`pointing_game`.
       absolute: rank by ``|a|`` (summed over the channels) instead of ``a``.
     """
-    a, m = _prepare(attributions, masks, features)
-    return _relevance_rank(a, m, features=features, absolute=bool(absolute))
+    a, m, valid = _prepare(attributions, masks, features)
+    return _relevance_rank(a, m, valid, features=features, absolute=bool(absolute))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "features", "absolute"))
-def _top_k_intersection(a, mask, *, k, features, absolute):
+def _top_k_intersection(a, mask, valid, *, k, features, absolute):
     rank = descending_rank(_values(a, absolute, features))
     hits = (mask & (rank < k)).sum(-1).astype(a.dtype)
-    return _nan_if_empty(hits / k, mask)
+    return _nan_unless_valid(hits / k, mask, valid)
 
 
 def top_k_intersection(attributions, masks, k: int, *, features: str = "pixels",
@@ -313,19 +326,20 @@ def top_k_intersection(attributions, masks, k: int, *, features: str = "pixels",
 
     Theiner, Müller-Budack & Ewerth 2022, "Interpretable semantic photo geolocation"
     (WACV; arXiv 2021); Quantus' ``TopKIntersection`` (``concept_influence=False``).  In
-    ``[0, 1]``; 1 when the top ``k`` are all in the mask.  (To compare two attributions use
+    ``[0, 1]``; 1 when the top ``k`` are all in the mask; NaN where the attribution or the
+    mask is not finite.  (To compare two attributions use
     :func:`lipxai.metrics.similarity.top_k_intersection`.)
 
     Args:
       attributions, masks, features, absolute: as :func:`relevance_rank`.
       k: ``1 <= k <= number of features``.
     """
-    a, m = _prepare(attributions, masks, features)
+    a, m, valid = _prepare(attributions, masks, features)
     k = positive_int("k", k)
     n = n_features(a.shape, features)
     if k > n:
         raise ValueError(f"k must be <= the number of features {n} ({features}), got {k}")
-    return _top_k_intersection(a, m, k=k, features=features, absolute=bool(absolute))
+    return _top_k_intersection(a, m, valid, k=k, features=features, absolute=bool(absolute))
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,12 +362,10 @@ def _auc(v, positive):
 
 
 @functools.partial(jax.jit, static_argnames=("measure", "features", "absolute"))
-def _human_alignment(a, h, threshold, *, measure, features, absolute):
+def _human_alignment(a, h, threshold, valid, *, measure, features, absolute):
     v = _values(a, absolute, features)
-    hv = h
-    if measure == "spearman":
-        return spearman(v, hv)
-    return _auc(v, _binarise(hv, threshold))
+    score = spearman(v, h) if measure == "spearman" else _auc(v, _binarise(h, threshold))
+    return nan_unless(valid, score)
 
 
 def human_alignment(attributions, human_maps, *, measure: str = "spearman",
@@ -390,26 +402,30 @@ def human_alignment(attributions, human_maps, *, measure: str = "spearman",
 
     Raises ``ValueError`` (when the maps are concrete) for a constant human map
     (``"spearman"``) or one whose binarisation marks no or every feature (``"auc"``).
+    NaN for an example whose attribution or human map is not finite, and for every example
+    when a traced ``threshold`` is not in ``[0, 1)`` (NaN rule of :mod:`lipxai.metrics`).
     """
     a = check_attribution_batch(attributions)
     one_of("features", features, FEATURES)
     one_of("measure", measure, ("spearman", "auc"))
-    threshold = check_real("threshold", threshold)
-    if threshold >= 1:
+    threshold, threshold_ok = real_arg("threshold", threshold)
+    if not _is_tracer(threshold) and threshold >= 1:
         raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
     h = _check_map("human_maps", human_maps, a.shape, binary=False).astype(a.dtype)
-    if not _is_tracer(h):
+    valid = finite_in(a, h) & threshold_ok & (threshold < 1)
+    if not (_is_tracer(h) or _is_tracer(threshold)):  # where finite: a NaN map gives NaN
         hv = _features_of(np.asarray(h), a.shape, features, False, np)
+        finite = np.isfinite(hv).all(-1)
         if measure == "spearman":
-            bad = np.flatnonzero(hv.min(-1) == hv.max(-1))
+            bad = np.flatnonzero(finite & (hv.min(-1) == hv.max(-1)))
             what = "is constant"
         else:
             s = _binarise(hv, threshold).sum(-1)
-            bad = np.flatnonzero((s == 0) | (s == hv.shape[-1]))
+            bad = np.flatnonzero(finite & ((s == 0) | (s == hv.shape[-1])))
             what = "marks no or every feature as salient (threshold)"
         if bad.size:
             raise ValueError(f"human_maps {what} for examples {bad.tolist()}: "
                              f"the {measure} alignment is undefined")
     h = _features_of(h, a.shape, features, False, jnp)
-    return _human_alignment(a, h, jnp.asarray(threshold, a.dtype), measure=measure,
+    return _human_alignment(a, h, jnp.asarray(threshold, a.dtype), valid, measure=measure,
                             features=features, absolute=bool(absolute))

@@ -13,6 +13,12 @@ example of the batch, so scores do not depend on the batch nor on ``batch_size``
 
 ``explain_fn`` must be traceable by JAX; the computation is a ``jax.jit`` with
 ``explain_fn`` static: pass the same object to reuse the compilation.
+
+NaN rule (:mod:`lipxai.metrics`): an example whose input or explanation (at ``x`` or at a
+perturbed copy) holds a NaN or an infinity scores NaN, so does one whose target
+``explain_fn`` marks invalid with a NaN explanation (as :mod:`lipxai.explain` does for a
+target out of range under ``jit``), and every example when a traced ``radius`` / ``noise``
+is not finite and ``> 0``.
 """
 
 from __future__ import annotations
@@ -22,18 +28,19 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lipxai._checks import one_of, positive_int
+from lipxai._checks import nan_unless, one_of, positive_int
 from lipxai.metrics._common import (
     NORMS,
     check_explain_fn,
     check_key,
-    check_real,
     chunk_of,
     chunked,
     draws,
+    finite_in,
     flat,
     normalised,
     norm,
+    real_arg,
     spearman,
 )
 
@@ -44,9 +51,11 @@ __all__ = ["max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "st
     jax.jit,
     static_argnames=("explain_fn", "measure", "reduce", "normalise", "absolute", "chunk"),
 )
-def _resample(explain_fn, x, target, deltas, *, measure, reduce, normalise, absolute, chunk):
+def _resample(explain_fn, x, target, deltas, valid, *, measure, reduce, normalise, absolute,
+              chunk):
     """``reduce_s measure(a(x), a(x + delta_s), delta_s)`` over the perturbations ``deltas``
-    (``[S, *x.shape[1:]]``, shared by the examples)."""
+    (``[S, *x.shape[1:]]``, shared by the examples); NaN unless ``valid``, ``x`` and the
+    explanations finite."""
     b = x.shape[0]
     a0 = normalised(explain_fn(x, target), normalise, absolute).reshape(b, -1)
     samples = deltas.shape[0]
@@ -58,10 +67,11 @@ def _resample(explain_fn, x, target, deltas, *, measure, reduce, normalise, abso
         a = explain_fn(flat(z), jnp.tile(target, c))
         a = normalised(a, normalise, absolute).reshape(c, b, -1)
         s = measure(a0[None], a, delta.reshape(c, 1, -1))  # [c, B]
+        s = jnp.where(jnp.isfinite(a).all(-1), s, jnp.nan)  # a perturbed explanation
         return s.max(0) if reduce == "max" else s.sum(0)
 
     total = chunked(chunk_fn, samples, chunk, "max" if reduce == "max" else "sum")
-    return total if reduce == "max" else total / samples
+    return nan_unless(valid & finite_in(x, a0), total if reduce == "max" else total / samples)
 
 
 def _check(explain_fn, x, target, key, samples):
@@ -73,7 +83,7 @@ def _check(explain_fn, x, target, key, samples):
 def _sensitivity(explain_fn, x, target, key, radius, samples, norm_, normalise, absolute,
                  batch_size, reduce):
     x, target, samples = _check(explain_fn, x, target, key, samples)
-    radius = check_real("radius", radius, strict=True)
+    radius, radius_ok = real_arg("radius", radius, strict=True)
     one_of("norm", norm_, NORMS)
 
     def measure(a0, a, delta):
@@ -81,9 +91,9 @@ def _sensitivity(explain_fn, x, target, key, radius, samples, norm_, normalise, 
 
     chunk = chunk_of(batch_size, samples, x.shape)
     deltas = draws(key, samples, x.shape[1:], x.dtype, "uniform", radius)
-    return _resample(explain_fn, x, target, deltas, measure=_Measure(measure, ("sens", norm_)),
-                     reduce=reduce, normalise=bool(normalise), absolute=bool(absolute),
-                     chunk=chunk)
+    return _resample(explain_fn, x, target, deltas, radius_ok,
+                     measure=_Measure(measure, ("sens", norm_)), reduce=reduce,
+                     normalise=bool(normalise), absolute=bool(absolute), chunk=chunk)
 
 
 class _Measure:
@@ -132,7 +142,7 @@ def max_sensitivity(explain_fn, x, target, *, key, radius: float = 0.2, samples:
     ``lower_bound=0.2``, no clipping, ``difference`` then ``fro_norm`` divided by the
     explanation's ``fro_norm``, 200 samples; Quantus' optional
     ``return_nan_when_prediction_changes`` is not implemented).  Lower is better; inf or NaN
-    when :math:`a(x) = 0`.
+    when :math:`a(x) = 0`; NaN for an invalid example or ``radius`` (module docstring).
     """
     return _sensitivity(explain_fn, x, target, key, radius, samples, norm, normalise,
                         absolute, batch_size, "max")
@@ -144,7 +154,8 @@ def avg_sensitivity(explain_fn, x, target, *, key, radius: float = 0.2, samples:
     r"""Avg-sensitivity: as :func:`max_sensitivity` with the mean over the perturbations,
     :math:`\frac1S \sum_s \|a(x + \delta_s) - a(x)\| / \|a(x)\|`.
 
-    Yeh et al. 2019; Quantus' ``AvgSensitivity`` (same defaults).
+    Yeh et al. 2019; Quantus' ``AvgSensitivity`` (same defaults).  NaN for an invalid
+    example or ``radius`` (module docstring).
     """
     return _sensitivity(explain_fn, x, target, key, radius, samples, norm, normalise,
                         absolute, batch_size, "mean")
@@ -171,7 +182,7 @@ def local_lipschitz_estimate(explain_fn, x, target, *, key, noise: float = 0.1,
     ``LocalLipschitzEstimate``, with its defaults: Gaussian noise of standard deviation
     0.1, 200 samples, Euclidean distances, ``1e-10``, explanations normalised by their
     maximum ``|a|``; here per example where Quantus' default divides by the batch's
-    maximum).  Lower is better.
+    maximum).  Lower is better; NaN for an invalid example or ``noise`` (module docstring).
 
     Args:
       explain_fn, x, target, key, samples, absolute, batch_size: as :func:`max_sensitivity`.
@@ -179,12 +190,12 @@ def local_lipschitz_estimate(explain_fn, x, target, *, key, noise: float = 0.1,
       normalise: divide each explanation by its maximum ``|a|`` (default True, as Quantus).
     """
     x, target, samples = _check(explain_fn, x, target, key, samples)
-    noise = check_real("noise", noise, strict=True)
+    noise, noise_ok = real_arg("noise", noise, strict=True)
     chunk = chunk_of(batch_size, samples, x.shape)
     deltas = draws(key, samples, x.shape[1:], x.dtype, "normal", noise)
-    return _resample(explain_fn, x, target, deltas, measure=_Measure(_lipschitz, "lipschitz"),
-                     reduce="max", normalise=bool(normalise), absolute=bool(absolute),
-                     chunk=chunk)
+    return _resample(explain_fn, x, target, deltas, noise_ok,
+                     measure=_Measure(_lipschitz, "lipschitz"), reduce="max",
+                     normalise=bool(normalise), absolute=bool(absolute), chunk=chunk)
 
 
 def _spearman(a0, a, delta):
@@ -205,7 +216,7 @@ def stability(explain_fn, x, target, *, key, noise: float = 0.1, samples: int = 
     explainable properties of 1-Lipschitz neural networks: an optimal transport
     perspective" (NeurIPS); the defaults (``noise=0.1``, 20 samples) are lipxai's.  Higher
     is more stable (1: the ranking of the features does not change).  NaN when an
-    explanation is constant.
+    explanation is constant, and for an invalid example or ``noise`` (module docstring).
 
     Args:
       explain_fn, x, target, key, batch_size: as :func:`max_sensitivity`.
@@ -214,8 +225,9 @@ def stability(explain_fn, x, target, *, key, noise: float = 0.1, samples: int = 
       absolute: compare the rankings of ``|a|`` instead of ``a``.
     """
     x, target, samples = _check(explain_fn, x, target, key, samples)
-    noise = check_real("noise", noise, strict=True)
+    noise, noise_ok = real_arg("noise", noise, strict=True)
     chunk = chunk_of(batch_size, samples, x.shape)
     deltas = draws(key, samples, x.shape[1:], x.dtype, "normal", noise)
-    return _resample(explain_fn, x, target, deltas, measure=_Measure(_spearman, "spearman"),
-                     reduce="mean", normalise=False, absolute=bool(absolute), chunk=chunk)
+    return _resample(explain_fn, x, target, deltas, noise_ok,
+                     measure=_Measure(_spearman, "spearman"), reduce="mean", normalise=False,
+                     absolute=bool(absolute), chunk=chunk)

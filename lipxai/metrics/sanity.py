@@ -16,6 +16,11 @@ explanations with a similarity measure of :mod:`lipxai.metrics.similarity` (``"s
 Before comparing, each explanation is optionally divided by its maximum ``|a|`` (per
 example; ``normalise``) and replaced by its absolute value (``absolute``), as Quantus'
 pre-processing (``normalise_by_max`` then ``abs``).
+
+NaN rule (:mod:`lipxai.metrics`): an example whose input or one of whose explanations holds
+a NaN or an infinity scores NaN, so does one whose target ``explain_fn`` marks invalid with
+a NaN explanation (as :mod:`lipxai.explain` does for a target out of range under ``jit``)
+and, in :func:`random_logit`, one whose target is not in ``[0, num_classes)``.
 """
 
 from __future__ import annotations
@@ -30,13 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._checks import floating_array, labels_for, one_of, positive_int
+from lipxai._checks import (
+    finite_examples,
+    floating_array,
+    in_range,
+    labels_for,
+    nan_unless,
+    non_empty,
+    one_of,
+    positive_int,
+)
 from lipxai.metrics import similarity as _sim
 from lipxai.metrics._common import (
     check_explain_fn,
     check_key,
     chunk_of,
     chunked,
+    finite_in,
     flat,
     map_shape,
     normalised,
@@ -232,7 +247,7 @@ def _explain(explain_fn, params, x, target, *, normalise, absolute):
                                              "absolute"))
 def _compare(explain_fn, params, x, target, a0, *, similarity, normalise, absolute):
     a = normalised(explain_fn(params, x, target), normalise, absolute)
-    return similarity(a0, a)
+    return nan_unless(finite_in(x, a0, a), similarity(a0, a))
 
 
 def model_randomization(explain_fn, params, x, target, *, key, order: str = "top_down",
@@ -300,11 +315,12 @@ def model_randomization(explain_fn, params, x, target, *, key, order: str = "top
         before comparing (both on by default, as Quantus' MPRT).
 
     Returns:
-      :class:`Randomization` ``(scores: float[L, B], layers: tuple[str, ...])``.
+      :class:`Randomization` ``(scores: float[L, B], layers: tuple[str, ...])``; NaN in the
+      column of an invalid example (module docstring).
     """
     if not callable(explain_fn):
         raise TypeError(f"explain_fn must be callable, got {type(explain_fn).__name__}")
-    x = floating_array("x", x, min_rank=2)
+    x = non_empty("x", floating_array("x", x, min_rank=2))
     target = labels_for("target", target, np.iinfo(np.int32).max, x.shape[0])
     check_key(key)
     one_of("order", order, ORDERS)
@@ -364,6 +380,7 @@ def _random_logit(explain_fn, x, target, offsets, num_classes, *, similarity, no
                   absolute, chunk):
     b = x.shape[0]
     a0 = normalised(explain_fn(x, target), normalise, absolute)
+    valid = finite_in(x, a0) & in_range(target, num_classes)
     samples = offsets.shape[0]
 
     def chunk_fn(idx):
@@ -372,9 +389,9 @@ def _random_logit(explain_fn, x, target, offsets, num_classes, *, similarity, no
         z = jnp.broadcast_to(x[None], (c,) + x.shape)
         a = normalised(explain_fn(flat(z), other.reshape(-1)), normalise, absolute)
         a0c = jnp.broadcast_to(a0[None], (c,) + a0.shape)
-        return similarity(flat(a0c), a).reshape(c, b).sum(0)
+        return nan_unless(finite_examples(a), similarity(flat(a0c), a)).reshape(c, b).sum(0)
 
-    return chunked(chunk_fn, samples, chunk, "sum") / samples
+    return nan_unless(valid, chunked(chunk_fn, samples, chunk, "sum") / samples)
 
 
 def random_logit(explain_fn, x, target, *, key, num_classes: int, similarity="ssim",
@@ -412,6 +429,9 @@ def random_logit(explain_fn, x, target, *, key, num_classes: int, similarity="ss
       normalise, absolute: as :func:`model_randomization` (defaults: True, False).
       batch_size: draws evaluated together per chunk (``None``:
         :func:`lipxai.explain.default_chunk`).
+
+    Returns:
+      ``float[B]``; NaN for an invalid example (module docstring).
     """
     num_classes = positive_int("num_classes", num_classes, minimum=2)
     x, target = check_explain_fn(explain_fn, x, target)

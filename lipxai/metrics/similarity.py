@@ -18,7 +18,8 @@ This module is exported as :mod:`lipxai.metrics.similarity` (``lx.metrics.simila
 not function by function: its :func:`top_k_intersection` compares two attributions, while
 :func:`lipxai.metrics.top_k_intersection` compares an attribution with a ground-truth mask.
 Every function validates its input before tracing and runs as a ``jax.jit`` with its shape
-parameters (``k``, ``win_size``, ``features``) static.
+parameters (``k``, ``win_size``, ``features``) static.  An example where ``a`` or ``b``
+holds a NaN or an infinity scores NaN (the NaN rule of :mod:`lipxai.metrics`).
 """
 
 from __future__ import annotations
@@ -28,15 +29,23 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from lipxai._checks import floating_array, one_of, positive_int
+from lipxai._checks import (
+    floating_array,
+    nan_unless,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+    positive_int,
+)
 from lipxai.metrics import _common
 from lipxai.metrics._common import (
     FEATURES,
     descending_rank,
     feature_values,
+    finite_in,
     map_shape,
     n_features,
     pixel_map,
@@ -46,7 +55,7 @@ __all__ = ["top_k_intersection", "spearman", "pearson", "ssim", "mse", "center_o
 
 
 def _pair(a, b, features="pixels"):
-    a = floating_array("a", a, min_rank=2)
+    a = non_empty("a", floating_array("a", a, min_rank=2))
     b = floating_array("b", b, min_rank=2)
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and "
@@ -63,11 +72,12 @@ def _pair(a, b, features="pixels"):
 
 @functools.partial(jax.jit, static_argnames=("k", "features", "absolute"))
 def _top_k_intersection(a, b, *, k, features, absolute):
+    valid = finite_in(a, b)
     if absolute:
         a, b = jnp.abs(a), jnp.abs(b)
     top_a = descending_rank(feature_values(a, features)) < k
     top_b = descending_rank(feature_values(b, features)) < k
-    return (top_a & top_b).sum(-1).astype(a.dtype) / k
+    return nan_unless(valid, (top_a & top_b).sum(-1).astype(a.dtype) / k)
 
 
 def top_k_intersection(a, b, k: int, *, features: str = "pixels", absolute: bool = True):
@@ -79,7 +89,8 @@ def top_k_intersection(a, b, k: int, *, features: str = "pixels", absolute: bool
     with :math:`T_k(a)` the indices of the ``k`` largest :math:`|a_i|` (ties keep the feature
     order).  Ghorbani, Abid & Zou 2019, "Interpretation of neural networks is fragile"
     (AAAI), who report it between the saliency maps of an input and of an attacked input.
-    1 for identical rankings of the top ``k``, in ``[0, 1]``.
+    1 for identical rankings of the top ``k``, in ``[0, 1]``; NaN where ``a`` or ``b`` is not
+    finite (module docstring).
 
     Args:
       a, b: floating attributions of the same shape ``[B, ...]``.
@@ -102,7 +113,8 @@ def top_k_intersection(a, b, k: int, *, features: str = "pixels", absolute: bool
 
 @functools.partial(jax.jit, static_argnames=("features",))
 def _spearman(a, b, *, features):
-    return _common.spearman(feature_values(a, features), feature_values(b, features))
+    score = _common.spearman(feature_values(a, features), feature_values(b, features))
+    return nan_unless(finite_in(a, b), score)
 
 
 def spearman(a, b, *, features: str = "pixels"):
@@ -112,7 +124,8 @@ def spearman(a, b, *, features: str = "pixels"):
     .. math:: \rho(a, b) = \mathrm{corr}\big(\mathrm{rank}(a), \mathrm{rank}(b)\big).
 
     Adebayo et al. 2018, "Sanity checks for saliency maps" (NeurIPS); Ghorbani et al. 2019.
-    In ``[-1, 1]``, 1 for identical rankings; NaN when either map is constant.  Apply
+    In ``[-1, 1]``, 1 for identical rankings; NaN when either map is constant or not
+    finite.  Apply
     ``jnp.abs`` to the inputs for the rank correlation of magnitudes.
 
     Args:
@@ -125,7 +138,8 @@ def spearman(a, b, *, features: str = "pixels"):
 
 @functools.partial(jax.jit, static_argnames=("features",))
 def _pearson(a, b, *, features):
-    return _common.pearson(feature_values(a, features), feature_values(b, features))
+    score = _common.pearson(feature_values(a, features), feature_values(b, features))
+    return nan_unless(finite_in(a, b), score)
 
 
 def pearson(a, b, *, features: str = "pixels"):
@@ -135,7 +149,8 @@ def pearson(a, b, *, features: str = "pixels"):
               {\sqrt{\sum_i (a_i - \bar a)^2 \sum_i (b_i - \bar b)^2}}.
 
     Used to compare explanations by Adebayo et al. 2018 and Quantus
-    (``correlation_pearson``).  In ``[-1, 1]``; NaN when either map is constant.
+    (``correlation_pearson``).  In ``[-1, 1]``; NaN when either map is constant or not
+    finite.
 
     Args: as :func:`spearman`.
     """
@@ -146,7 +161,7 @@ def pearson(a, b, *, features: str = "pixels"):
 @functools.partial(jax.jit, static_argnames=("features",))
 def _mse(a, b, *, features):
     d = feature_values(a, features) - feature_values(b, features)
-    return (d * d).mean(-1)
+    return nan_unless(finite_in(a, b), (d * d).mean(-1))
 
 
 def mse(a, b, *, features: str = "pixels"):
@@ -154,7 +169,7 @@ def mse(a, b, *, features: str = "pixels"):
 
     A distance (0 for identical maps, lower is more similar), e.g. between explanations of
     an input and of an attacked input (Dombrowski et al. 2019, "Explanations can be
-    manipulated and geometry is to blame", NeurIPS).
+    manipulated and geometry is to blame", NeurIPS).  NaN where ``a`` or ``b`` is not finite.
 
     Args: as :func:`spearman` (with ``"pixels"`` the maps summed over channels are compared).
     """
@@ -183,7 +198,8 @@ def _ssim(a, b, data_range, *, win_size, auto_range):
         hi = jnp.maximum(x.max(axis=axes), y.max(axis=axes))
         lo = jnp.minimum(x.min(axis=axes), y.min(axis=axes))
         data_range = hi - lo
-    r = jnp.broadcast_to(data_range, x.shape[:1]).reshape((-1,) + (1,) * (x.ndim - 1))
+    r_b = jnp.broadcast_to(data_range, x.shape[:1])
+    r = r_b.reshape((-1,) + (1,) * (x.ndim - 1))
     c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
     npix = win_size ** (x.ndim - 1)
     cov_norm = npix / (npix - 1)
@@ -197,7 +213,7 @@ def _ssim(a, b, data_range, *, win_size, auto_range):
     vy = cov_norm * (_window_mean(yc * yc, win_size) - my * my)
     vxy = cov_norm * (_window_mean(xc * yc, win_size) - mx * my)
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.mean(axis=axes)
+    return nan_unless(finite_in(a, b) & jnp.isfinite(r_b) & (r_b > 0), s.mean(axis=axes))
 
 
 def ssim(a, b, *, data_range=None, win_size: int = 7):
@@ -223,7 +239,8 @@ def ssim(a, b, *, data_range=None, win_size: int = 7):
     flattened rows); this compares the 2-D maps, as Adebayo et al.
 
     1 for identical maps, at most 1.  NaN when both maps are equal and constant (then
-    :math:`R = 0`).
+    :math:`R = 0`), for an example whose maps are not finite, and where a traced
+    ``data_range`` is not finite and ``> 0``.
 
     Args:
       a, b: floating attributions of the same shape ``[B, ...]``.
@@ -241,11 +258,9 @@ def ssim(a, b, *, data_range=None, win_size: int = 7):
     if data_range is None:
         r = jnp.zeros((), a.dtype)
     elif isinstance(data_range, numbers.Real) and not isinstance(data_range, bool):
-        if not (np.isfinite(data_range) and data_range > 0):
-            raise ValueError(f"data_range must be a finite number > 0, got {data_range!r}")
-        r = jnp.asarray(data_range, a.dtype)
+        r = jnp.asarray(positive("data_range", data_range), a.dtype)
     else:
-        r = floating_array("data_range", data_range)
+        r = non_negative("data_range", floating_array("data_range", data_range))
         if r.shape not in ((), (a.shape[0],)):
             raise ValueError(f"data_range must be a number or have shape ({a.shape[0]},), "
                              f"got {tuple(r.shape)}")
@@ -274,7 +289,7 @@ def _centre(m):
 @jax.jit
 def _center_of_mass_shift(a, b):
     d = _centre(pixel_map(jnp.abs(a))) - _centre(pixel_map(jnp.abs(b)))
-    return jnp.sqrt((d * d).sum(-1))
+    return nan_unless(finite_in(a, b), jnp.sqrt((d * d).sum(-1)))
 
 
 def center_of_mass_shift(a, b):
@@ -285,7 +300,8 @@ def center_of_mass_shift(a, b):
 
     with :math:`p` the (integer) coordinates of the pixels and :math:`|a_p|` the absolute
     attributions summed over the channels.  Ghorbani, Abid & Zou 2019 (their "center
-    attack" moves it).  In pixels; 0 for identical maps.  NaN when a map is zero.
+    attack" moves it).  In pixels; 0 for identical maps.  NaN when a map is zero or not
+    finite.
 
     Args:
       a, b: floating attributions of the same shape ``[B, ...]`` (pixel maps: module

@@ -52,7 +52,6 @@ on each call's shapes), with ordinary JAX operations, so the result composes wit
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import jax
@@ -60,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from lipxai._checks import positive
 from lipxai._jaxpr import Rewriter
 
 __all__ = ["softplus_relu"]
@@ -94,10 +94,7 @@ def softplus_relu(fn: Callable, beta: float, *, max_min: bool = False) -> Callab
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if (not isinstance(beta, numbers.Real) or isinstance(beta, bool)
-            or not np.isfinite(beta) or not beta > 0):
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    return _Smoother(float(beta), bool(max_min)).transform(fn)
+    return _Smoother(float(positive("beta", beta)), bool(max_min)).transform(fn)
 
 
 def _is_zero_literal(var) -> bool:

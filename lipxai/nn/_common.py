@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax.numpy as jnp
+
+from lipxai._checks import positive_int
 
 
 def check_method(layer: str, method: str, methods) -> None:
@@ -20,11 +24,19 @@ def check_features_input(layer: str, x, *, min_rank: int = 1, rank: int | None =
         raise ValueError(f"{layer}: input x must have rank >= {min_rank}, got shape {tuple(x.shape)}")
 
 
+def check_sizes(layer: str, **sizes) -> None:
+    """Raise ``ValueError`` naming the layer and the field unless every size is an int >= 1
+    (``features=0`` would build an empty kernel, ``iters=0`` an unnormalised one)."""
+    for name, value in sizes.items():
+        positive_int(f"{layer}: {name}", value)
+
+
 def pair(name: str, value) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(3, 5)`` unchanged; anything else is an error naming ``name``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
+    def ok(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+    values = (value, value) if isinstance(value, numbers.Integral) else value
+    if not isinstance(values, (tuple, list)) or len(values) != 2 or not all(map(ok, values)):
         raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return value
+    return tuple(int(v) for v in values)

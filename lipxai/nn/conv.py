@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lipxai.nn import reparam
-from lipxai.nn._common import check_features_input, check_method, pair
+from lipxai.nn._common import check_features_input, check_method, check_sizes, pair
 from lipxai.nn.pooling import space_to_depth
 
 CONV_METHODS = ("rko", "aol", "cayley")
@@ -88,6 +88,7 @@ class OrthoConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         check_method("OrthoConv", self.method, CONV_METHODS)
         check_method("OrthoConv padding", self.padding, PADDINGS)
+        check_sizes("OrthoConv", features=self.features, iters=self.iters)
         check_features_input("OrthoConv", x, rank=4)
         kernel_size = pair("OrthoConv kernel_size", self.kernel_size)
         strides = pair("OrthoConv strides", self.strides)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lipxai.nn import reparam
-from lipxai.nn._common import check_features_input, check_method
+from lipxai.nn._common import check_features_input, check_method, check_sizes
 
 DENSE_METHODS = ("bjorck", "spectral", "aol", "cayley")
 STATE = "lipschitz_state"
@@ -62,6 +62,8 @@ class OrthoDense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_method("OrthoDense", self.method, DENSE_METHODS)
+        check_sizes("OrthoDense", features=self.features, iters=self.iters,
+                    power_iters=self.power_iters)
         check_features_input("OrthoDense", x, min_rank=1)
         in_features = x.shape[-1]
         if self.method == "cayley":
