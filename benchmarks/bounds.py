@@ -49,6 +49,18 @@ On a GPU every product is computed at full float32 precision (jax_default_matmul
 passes they are compared with are too.
 Other processes on the machine skew the timings: check load_average_1min.  Prints one JSON
 object (progress goes to stderr).
+
+    python benchmarks/bounds.py --layer-compile [--layers groupsort8,fullsort256,...]
+
+instead times how long gradient bounds take to build, per lipxai layer: for a small model
+around each layer (LAYER_CASES: the layer between OrthoDense / OrthoConv layers at its usual
+sizes, and the quickstart's zoo.cnn), jax.jit(gradient_bounds(fn, x, target, eps=0.01)) with
+the weights and x as arguments (batch 4) is lowered (trace_s: the jaxpr interpretation at
+trace time, in Python) and compiled (xla_compile_s); grad_compile_s is the lower + compile of
+the plain input gradient, for reference.  Compile times do not depend on the values, so these
+models keep their initialisation and x is uniform noise in [0, 1] (no data needed).  A layer
+whose bounds meet a primitive without an interval rule is reported as unsupported.  One JSON
+object: seconds per layer case.
 """
 
 from __future__ import annotations
@@ -297,6 +309,95 @@ def bench_model(name, args, batch, repeats, images, labels, x, train_data):
     }
 
 
+# compile time of gradient bounds, per lipxai layer
+
+
+def _between_dense(*layers, width=64):
+    """OrthoDense(width) -> layers -> OrthoDense(10) on [B, 64] features."""
+    return (flax.linen.Sequential([lipxai_nn.OrthoDense(width), *layers,
+                                   lipxai_nn.OrthoDense(CLASSES)]), (64,))
+
+
+def _after_conv(*layers, method="aol"):
+    """OrthoConv(16, 3) -> layers -> Flatten -> OrthoDense(10) on [B, 8, 8, 3] images."""
+    return (flax.linen.Sequential([lipxai_nn.OrthoConv(16, 3, method=method), *layers,
+                                   lipxai_nn.Flatten(), lipxai_nn.OrthoDense(CLASSES)]),
+            (8, 8, 3))
+
+
+def _groupsort_mlp(group_size):
+    gs = lipxai_nn.GroupSort
+    return _between_dense(gs(group_size), lipxai_nn.OrthoDense(64), gs(group_size))
+
+
+#: name -> () -> (flax module, input shape without the batch): each lipxai layer at its usual
+#: sizes between OrthoDense / OrthoConv layers, and the quickstart model.
+LAYER_CASES = {
+    **{f"groupsort{g}": (lambda g=g: _groupsort_mlp(g)) for g in (2, 4, 8, 16)},
+    **{f"fullsort{n}": (lambda n=n: _between_dense(lipxai_nn.FullSort(), width=n))
+       for n in (64, 256)},
+    "maxmin": lambda: _between_dense(lipxai_nn.MaxMin()),
+    "householder": lambda: _between_dense(lipxai_nn.Householder()),
+    **{f"orthodense_{m}": (lambda m=m: (flax.linen.Sequential(
+        [lipxai_nn.OrthoDense(64, method=m), lipxai_nn.GroupSort(2),
+         lipxai_nn.OrthoDense(CLASSES, method=m)]), (64,))) for m in lipxai_nn.DENSE_METHODS},
+    **{f"orthoconv_{m}": (lambda m=m: _after_conv(lipxai_nn.GroupSort(2), method=m))
+       for m in lipxai_nn.CONV_METHODS},
+    "l2normpool": lambda: _after_conv(lipxai_nn.GroupSort(2), lipxai_nn.L2NormPool(2)),
+    "sll_dense": lambda: _between_dense(lipxai_nn.SLLDense()),
+    "sll_conv": lambda: _after_conv(lipxai_nn.GroupSort(2), lipxai_nn.SLLConv()),
+    "zoo_cnn_quickstart": lambda: (lipxai_nn.zoo.cnn(
+        CLASSES, channels=(32, 64), dense=(256,), conv_method="aol", dense_method="bjorck",
+        group_size=2, downsample="patch"), (28, 28, 1)),
+}
+
+
+def layer_compile_times(name, batch=4, eps=0.01):
+    """Trace (lower) and XLA compile seconds of jitted gradient bounds for one LAYER_CASES
+    model, and the lower + compile seconds of the plain input gradient."""
+    module, shape = LAYER_CASES[name]()
+    x = jax.random.uniform(jax.random.PRNGKey(SEED), (batch, *shape), jnp.float32)
+    variables = module.init(jax.random.PRNGKey(SEED), x)
+    target = jnp.zeros(batch, jnp.int32)
+
+    def bounds_fn(v, z):
+        return bounds.gradient_bounds(lambda u: module.apply(v, u), z, target, eps=eps)
+
+    def grad_fn(v, z):
+        return jax.grad(lambda u: jnp.sum(module.apply(v, u)[:, 0]))(z)
+
+    start = time.perf_counter()
+    lowered = jax.jit(bounds_fn).lower(variables, x)
+    traced = time.perf_counter()
+    lowered.compile()
+    compiled = time.perf_counter()
+    jax.jit(grad_fn).lower(variables, x).compile()
+    return {"trace_s": round(traced - start, 2), "xla_compile_s": round(compiled - traced, 2),
+            "total_s": round(compiled - start, 2),
+            "grad_compile_s": round(time.perf_counter() - compiled, 2)}
+
+
+def layer_compile_main(names):
+    load_at_start = os.getloadavg()[0]
+    results = {}
+    for name in names:
+        log(f"layer compile: {name}")
+        try:
+            results[name] = layer_compile_times(name)
+        except NotImplementedError as error:  # a primitive without an interval rule
+            results[name] = {"unsupported": str(error).split(" (")[0]}
+    print(json.dumps({
+        "benchmark": "bounds_layer_compile",
+        "what": "jax.jit(gradient_bounds(fn, x, target, eps=0.01)) lowered (trace_s) and "
+                "compiled (xla_compile_s), batch 4, weights as arguments",
+        "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+        "load_average_1min": {"start": round(load_at_start, 2),
+                              "end": round(os.getloadavg()[0], 2)},
+        "versions": versions("jax", "jaxlib", "flax", "numpy"),
+        "layers": results,
+    }, indent=1))
+
+
 def main():
     parser = timing_parser(__doc__, batch=128, repeats=7, quick_repeats=3,
                            quick_extra=", 20 training steps")
@@ -305,7 +406,18 @@ def main():
     parser.add_argument("--symbolic-batch", type=int, default=None,
                         help="images for the symbolic-vs-ibp comparison (default 32; CNN 4)")
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,mlp_groupsort,cnn,cnn_flax_pool (default mlp,cnn)")
+    parser.add_argument("--layer-compile", action="store_true",
+                        help="only time the trace and XLA compile of gradient bounds per lipxai "
+                             "layer (no data needed)")
+    parser.add_argument("--layers", default=",".join(LAYER_CASES),
+                        help="with --layer-compile: comma-separated subset of "
+                             f"{','.join(LAYER_CASES)}")
     args = parser.parse_args()
+    if args.layer_compile:
+        names = [n for n in args.layers.split(",") if n]
+        if not names or any(n not in LAYER_CASES for n in names):
+            parser.error(f"--layers must be a comma-separated subset of {','.join(LAYER_CASES)}")
+        return layer_compile_main(names)
     batch, repeats = batch_and_repeats(args)
     if args.train_steps is None:
         args.train_steps = 20 if args.quick else 100

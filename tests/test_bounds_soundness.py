@@ -17,8 +17,8 @@ sampled points -- reused by every hypothesis example):
 
 * an MLP 5-8-8-8-8-3 with the hidden activations relu, tanh, GroupSort
   (``lipxai.nn.group_sort(x, 2)``, a min/max network) and softplus; an MLP with a
-  ``jnp.sort`` GroupSort of size 4 (the ``sort`` rule; forward only: its gradient has no
-  rule and must fail loudly);
+  ``jnp.sort`` GroupSort of size 4 (the ``sort`` rule, and in its gradients the sort of an
+  iota by the keys and the ``scatter-add`` of the cotangents to the sorted positions);
 * CNNs on 9x9x2 images: flax and lax convolutions with strides 1 and 2 and SAME/VALID
   padding, flax ``max_pool`` (tiling; overlapping and padded) and ``avg_pool``, lipxai's
   ``L2NormPool`` (tiling and overlapping windows);
@@ -197,28 +197,26 @@ def _sort_groupsort(x):
     return jnp.sort(x.reshape(*x.shape[:-1], -1, 4), axis=-1).reshape(x.shape)
 
 
-def _sort_mlp(params, x):
+def _sort_apply(params, x):
     w1, w2, w3 = params
-    return {"logits": _sort_groupsort(_sort_groupsort(x @ w1) @ w2) @ w3}
+    return _sort_groupsort(_sort_groupsort(x @ w1) @ w2) @ w3
+
+
+def _sort_mlp(params, x, label):
+    return _targets(_sort_apply, params, x, label)
 
 
 @settings(max_examples=6, **SETTINGS)
-@given(seed=seed_st, eps=st.floats(0.0, 0.3), gamma=gamma_st)
-def test_sort_groupsort(seed, eps, gamma):
-    """The ``sort`` rule (exact: order statistics are monotone), forward."""
+@given(seed=seed_st, eps=st.floats(0.0, 0.3), gamma=gamma_st, label=st.integers(0, 2))
+def test_sort_groupsort(seed, eps, gamma, label):
+    """The ``sort`` rule (exact: order statistics are monotone) and the gradients through it
+    (the iota sorted by the keys, the cotangents scattered to the sorted positions)."""
     rng = np.random.default_rng(seed)
     params = [(rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32)
               for s in [(4, 8), (8, 8), (8, 3)]]
     x = rng.normal(size=4).astype(np.float32)
-    _assert_sound(_sort_mlp, (_param_box(params, gamma, 0.0), box(x, eps)), seed)
-
-
-def test_sort_groupsort_gradient_fails_loudly():
-    """The gradient of ``jnp.sort`` sorts an iota along with the keys (a permutation that
-    depends on the values): no rule, and an error rather than a wrong bound."""
-    grad = jax.grad(lambda x: jnp.sum(_sort_groupsort(x) * jnp.arange(4.0)))
-    with pytest.raises(NotImplementedError, match="sort"):
-        interval(grad)(box(jnp.ones(4), 0.1))
+    _assert_sound(_sort_mlp, (_param_box(params, gamma, 0.0), box(x, eps), label), seed,
+                  finite=("logits", "grad_x_logit"))
 
 
 # -------------------------------------------------------------------------- CNNs

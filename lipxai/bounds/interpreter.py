@@ -30,7 +30,7 @@ from jax.extend import core as jcore
 from lipxai._jaxpr import bind
 from lipxai.bounds import packed
 from lipxai.bounds.interval import Interval, PackedInterval, is_interval, unpacked
-from lipxai.bounds.patterns import MaxFacts
+from lipxai.bounds.patterns import MaxFacts, iota_axes
 
 #: Rules by primitive name: ``rule(*invals, **params) -> outval`` (a list for primitives with
 #: multiple results).  ``invals`` are Intervals or points; at least one is an Interval.
@@ -77,7 +77,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args, keep_packed: bool = False) -> 
         env[var] = value
     for var, value in zip(jaxpr.invars, args, strict=True):
         env[var] = value
-    facts = MaxFacts(lambda var: _read(env, var), _eval_eqn)
+    facts = MaxFacts(lambda var: _read(env, var), _eval_eqn, iotas=iota_axes(jaxpr))
     uses = packed.uses(jaxpr)
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]

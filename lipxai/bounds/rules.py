@@ -32,6 +32,15 @@ from jax import lax
 from lipxai._cpu_convolutions import for_gradients
 from lipxai.bounds.interpreter import RULES, register_rule
 from lipxai.bounds.interval import FULL_PRECISION, Interval, greater, is_interval, lower_of, upper_of
+from lipxai.bounds.patterns import (
+    Permutation,
+    masked_hull,
+    rank_bounds,
+    rank_candidates,
+    sort_bounds,
+    value_range,
+)
+from lipxai.nn.activations import sorting_network_cotangent_p, sorting_network_tangent_p
 
 lo, hi = lower_of, upper_of
 
@@ -123,8 +132,6 @@ _MONOTONE = [
 _INDEXED = {  # monotone in the data operands, indices must be points
     "dynamic_slice": tuple(range(1, 64)),
     "dynamic_update_slice": tuple(range(2, 64)),
-    "gather": (1,),
-    "scatter-add": (1,),
     "scatter": (1,),
 }
 _ANTITONE = ["neg", "rsqrt", "erfc", "acos"]
@@ -146,18 +153,30 @@ _register_tables()
 
 @register_rule("sort")
 def _sort(*operands, dimension, is_stable, num_keys):
-    """Single-operand sort (GroupSort, FullSort): order statistics are monotone, so sorting
-    the lower and the upper bounds is exact.  Several operands (argsort, sort by key) move
-    values by a permutation that depends on the keys: not supported."""
-    if len(operands) != 1:
-        raise NotImplementedError(
-            "lipxai.bounds: 'sort' with several operands (argsort, sort by key) has no interval "
-            "rule; only single-operand sorts (jnp.sort, GroupSort) are supported"
-        )
-    params = dict(dimension=dimension, is_stable=is_stable, num_keys=num_keys)
-    (lower,) = lax.sort_p.bind(lo(operands[0]), **params)
-    (upper,) = lax.sort_p.bind(hi(operands[0]), **params)
-    return [Interval(lower, upper)]
+    """Order statistics are monotone: sorting the lower and the upper bounds of the keys is
+    exact (GroupSort, FullSort).  The other operands of a sort by key (argsort, the JVP of
+    ``jnp.sort``) take, at each position, the hull of their values over the positions whose
+    rank may land there (:func:`lipxai.bounds.patterns.sort_bounds`)."""
+    return sort_bounds(operands, dimension=dimension, is_stable=is_stable, num_keys=num_keys)
+
+
+def _keeps_positions(rule):
+    """A layout rule that keeps a :class:`Permutation` when it appends the trailing index axis
+    of size 1 (``expand_dims`` in the JVP of ``jnp.sort``, a reshape in ``take_along_axis``)."""
+
+    def wrapped(operand, *args, **params):
+        out = rule(operand, *args, **params)
+        if (isinstance(operand, Permutation) and operand.shape == operand.rank_lower.shape
+                and out.shape == operand.shape + (1,)):
+            return Permutation(out.lower, out.upper, operand.rank_lower, operand.rank_upper,
+                               operand.axis)
+        return out
+
+    return wrapped
+
+
+for _name in ("broadcast_in_dim", "reshape"):
+    register_rule(_name, _keeps_positions(RULES[_name]))
 
 
 @register_rule("convert_element_type")
@@ -535,6 +554,202 @@ def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, 
     crop = tuple(slice(p_lo, p_lo + n) for (p_lo, _), n in zip(padding, operand.shape,
                                                                   strict=True))
     return _interval(out_lo[crop], out_hi[crop])
+
+
+# --------------------------------------------------------------------------- gather / scatter-add
+
+
+def _along_axis(collapsed, index_map, operand_batching, index_batching, ndim: int):
+    """The axis of a take-along-axis ``gather`` / ``scatter-add`` (one index per position
+    along one axis, every other axis a batching axis, as in ``jnp.take_along_axis`` and the
+    JVP of ``jnp.sort``), or None for any other form."""
+    if len(collapsed) != 1 or tuple(index_map) != tuple(collapsed):
+        return None
+    (axis,) = collapsed
+    others = tuple(d for d in range(ndim) if d != axis)
+    if tuple(operand_batching) != others or tuple(index_batching) != others:
+        return None
+    return axis
+
+
+#: Index modes whose out-of-range behaviour the Interval-index rules model.
+_INDEX_MODES = (lax.GatherScatterMode.CLIP, lax.GatherScatterMode.FILL_OR_DROP,
+                lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
+def _unsupported_indices(name: str):
+    return NotImplementedError(
+        f"lipxai.bounds: '{name}' with Interval indices is supported in the take-along-axis "
+        "form only (jnp.take_along_axis, the JVP of jnp.sort: one index per position along "
+        "one axis, the other axes batching axes), in mode clip, fill or promise_in_bounds")
+
+
+def _index_bounds(indices: Interval, n: int, clamp: bool) -> tuple[jax.Array, jax.Array]:
+    """Bounds of the indices (trailing index axis dropped) as int32 in ``[-1, n]``, where an
+    index out of range stays out of range; ``clamp``: in ``[0, n - 1]``, as XLA clamps (CLIP)
+    and as a promise of in-range indices allows (PROMISE_IN_BOUNDS)."""
+    info = jnp.iinfo(indices.dtype)
+    low, high = max(int(info.min), -1), min(int(info.max), n)
+
+    def bound(a):
+        a = jnp.clip(a[..., 0], low, high).astype(jnp.int32)
+        return jnp.clip(a, 0, n - 1) if clamp else a
+
+    return bound(indices.lower), bound(indices.upper)
+
+
+def _positions_of(indices, axis: int, shape) -> Permutation | None:
+    """``indices`` if it is a :class:`Permutation` of an axis of length ``shape[axis]`` that
+    the equation indexes along ``axis`` with one position per element of ``shape``."""
+    if (isinstance(indices, Permutation) and indices.axis == axis
+            and tuple(indices.rank_lower.shape) == tuple(shape)
+            and tuple(indices.shape) == tuple(shape) + (1,)):
+        return indices
+    return None
+
+
+def _hull_between(values, first, last) -> Interval:
+    """``hull(values[..., first[..., p]], ..., values[..., last[..., p]])`` for each ``p``
+    (the last axis; ``first <= last`` in range)."""
+    q = jnp.arange(lo(values).shape[-1], dtype=jnp.int32)
+    return masked_hull(values, (first[..., :, None] <= q) & (q <= last[..., :, None]))
+
+
+def _moved(value, axis: int):
+    """``value`` (an Interval or a point) with ``axis`` moved last, as an Interval."""
+    return Interval(jnp.moveaxis(lo(value), axis, -1), jnp.moveaxis(hi(value), axis, -1))
+
+
+def _moved_back(value: Interval, axis: int) -> Interval:
+    return Interval(jnp.moveaxis(value.lower, -1, axis), jnp.moveaxis(value.upper, -1, axis))
+
+
+@register_rule("gather")
+def _gather(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value, **params):
+    """``out[..., p, ...] = operand[..., indices[..., p, ..., 0], ...]`` along one axis.
+
+    Point indices: monotone in ``operand``.  Interval indices: the hull of ``operand`` over
+    the positions between the index bounds (out-of-range indices give ``fill_value`` in
+    FILL_OR_DROP mode, and are clamped in the other modes); a :class:`Permutation` (the
+    sorted positions of ``jnp.sort``'s JVP): the hull over the sources whose rank may be
+    ``p`` (:func:`lipxai.bounds.patterns.rank_candidates`)."""
+    all_params = dict(dimension_numbers=dimension_numbers, slice_sizes=slice_sizes, mode=mode,
+                      fill_value=fill_value, **params)
+    if not is_interval(indices):
+        return _monotone(lax.gather_p, (1,))(operand, indices, **all_params)
+    dn = dimension_numbers
+    ndim = lo(operand).ndim
+    axis = _along_axis(dn.collapsed_slice_dims, dn.start_index_map, dn.operand_batching_dims,
+                       dn.start_indices_batching_dims, ndim)
+    if (axis is None or dn.offset_dims or any(s != 1 for s in slice_sizes)
+            or indices.ndim != ndim + 1 or indices.shape[-1] != 1 or mode not in _INDEX_MODES):
+        raise _unsupported_indices("gather")
+    values = _moved(operand, axis)
+    positions = _positions_of(indices, axis, lo(operand).shape)
+    if positions is not None:
+        mask = rank_candidates(jnp.moveaxis(positions.rank_lower, axis, -1),
+                               jnp.moveaxis(positions.rank_upper, axis, -1))
+        return _moved_back(masked_hull(values, mask), axis)
+    n = values.shape[-1]
+    fill = mode == lax.GatherScatterMode.FILL_OR_DROP
+    first, last = (jnp.moveaxis(b, axis, -1) for b in _index_bounds(indices, n, not fill))
+    out = _hull_between(values, jnp.clip(first, 0, n - 1), jnp.clip(last, 0, n - 1))
+    if fill:
+        fill_lo, fill_hi = _fill_bounds(fill_value, values.dtype)
+        inside = (last >= 0) & (first <= n - 1)  # possibly in range
+        outside = (first < 0) | (last > n - 1)  # possibly out of range: the fill value
+        lower, upper = jnp.where(inside, out.lower, fill_lo), jnp.where(inside, out.upper, fill_hi)
+        out = Interval(jnp.where(outside, jnp.minimum(lower, fill_lo), lower),
+                       jnp.where(outside, jnp.maximum(upper, fill_hi), upper))
+    return _moved_back(out, axis)
+
+
+def _fill_bounds(fill_value, dtype):
+    """Bounds of the value a FILL_OR_DROP gather gives out of range: ``fill_value``, or by
+    default NaN for inexact types (read as unknown: infinite bounds) and an extreme value of
+    integer types (bounded by the whole range of the type)."""
+    if fill_value is None or np.isnan(fill_value):
+        return tuple(jnp.asarray(v, dtype) for v in value_range(dtype))
+    return jnp.asarray(fill_value, dtype), jnp.asarray(fill_value, dtype)
+
+
+@register_rule("scatter-add")
+def _scatter_add(operand, indices, updates, *, dimension_numbers, mode, **params):
+    """``out = operand`` plus, for each update position ``p``, ``updates[p]`` added at
+    ``indices[p]`` along one axis (the transpose of :func:`_gather`).
+
+    Point indices: monotone in ``operand`` and ``updates``.  Interval indices: position ``q``
+    certainly receives ``updates[p]`` if ``indices[p]`` is the point ``q``, possibly if ``q``
+    is between its bounds, so it gets ``operand[q]`` plus the sum of the certain updates and
+    of ``hull(0, updates[p])`` over the possible ones (out-of-range updates are dropped,
+    except in CLIP mode, which clamps them).  A :class:`Permutation` sends exactly one
+    update to each ``q``, that of its rank: ``operand[q]`` plus the hull of ``updates`` over
+    the ranks ``q`` may have."""
+    all_params = dict(dimension_numbers=dimension_numbers, mode=mode, **params)
+    if not is_interval(indices):
+        return _monotone(lax.scatter_add_p, (1,))(operand, indices, updates, **all_params)
+    dn = dimension_numbers
+    ndim = lo(operand).ndim
+    axis = _along_axis(dn.inserted_window_dims, dn.scatter_dims_to_operand_dims,
+                       dn.operand_batching_dims, dn.scatter_indices_batching_dims, ndim)
+    if (axis is None or dn.update_window_dims or indices.ndim != ndim + 1
+            or indices.shape[-1] != 1 or tuple(lo(updates).shape) != tuple(indices.shape[:-1])
+            or mode not in _INDEX_MODES):
+        raise _unsupported_indices("scatter-add")
+    base, added = _moved(operand, axis), _moved(updates, axis)
+    positions = _positions_of(indices, axis, lo(updates).shape)
+    if positions is not None and tuple(positions.shape[:-1]) == tuple(lo(operand).shape):
+        hull = _hull_between(added, jnp.moveaxis(positions.rank_lower, axis, -1),
+                             jnp.moveaxis(positions.rank_upper, axis, -1))
+        return _moved_back(Interval(base.lower + hull.lower, base.upper + hull.upper), axis)
+    n = base.shape[-1]
+    first, last = (jnp.moveaxis(b, axis, -1)[..., None, :]
+                   for b in _index_bounds(indices, n, mode == lax.GatherScatterMode.CLIP))
+    q = jnp.arange(n, dtype=jnp.int32)[:, None]
+    possible = (first <= q) & (q <= last)  # [..., q, p]
+    certain = possible & (first == last)
+    zero = jnp.zeros((), added.dtype)
+
+    def total(bound, widen):
+        bound = bound[..., None, :]
+        return jnp.sum(jnp.where(certain, bound, jnp.where(possible, widen(bound, zero), zero)),
+                       axis=-1, dtype=added.dtype)
+
+    return _moved_back(Interval(base.lower + total(added.lower, jnp.minimum),
+                                base.upper + total(added.upper, jnp.maximum)), axis)
+
+
+# --------------------------------------------------------------------------- sorting networks
+
+
+def _sorting_network_derivative(primitive, transposed: bool):
+    """Rule of ``J(v) t`` (``transposed``: ``J(v)^T t``) for the Jacobian ``J`` of
+    :func:`lipxai.nn.activations.sorting_network`, along the last axis.
+
+    ``J`` is a product of the exchanges' Jacobians (identity, swap, or all 1/2 at a tie), so
+    it is non-negative and doubly stochastic, and ``J[p, q] > 0`` only where the sorted value
+    at ``p`` equals ``v[q]``, i.e. where ``p`` lies within the ranks ``q`` may take
+    (:func:`lipxai.bounds.patterns.rank_bounds`, ties either way).  So ``(J t)[p]`` lies in
+    the hull of ``t[q]`` over the ``q`` that may land at ``p``, and ``(J^T t)[q]`` in the hull
+    of ``t`` over the ranks of ``q``; with a point ``v``, ``J`` is known and non-negative, and
+    the map is monotone in ``t``."""
+    monotone = _monotone(primitive)
+
+    def rule(v, t):
+        if not is_interval(v):
+            return monotone(v, t)
+        rank_lo, rank_hi = rank_bounds(v, stable=False)
+        if transposed:
+            return _hull_between(t, rank_lo, rank_hi)
+        return masked_hull(t, rank_candidates(rank_lo, rank_hi))
+
+    return rule
+
+
+register_rule("sorting_network_tangent",
+              _sorting_network_derivative(sorting_network_tangent_p, transposed=False))
+register_rule("sorting_network_cotangent",
+              _sorting_network_derivative(sorting_network_cotangent_p, transposed=True))
 
 
 def registered_primitives() -> list[str]:

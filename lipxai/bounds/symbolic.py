@@ -89,7 +89,7 @@ from jax.extend import core as jcore
 from lipxai._jaxpr import BODIES
 from lipxai.bounds import control, interpreter
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
-from lipxai.bounds.patterns import MaxFacts
+from lipxai.bounds.patterns import MaxFacts, iota_axes
 
 lo, hi = lower_of, upper_of
 
@@ -769,7 +769,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
         lin = _sum_terms([lin_a, _neg(lin_b)], shape)
         return None if lin is None else concretize(lin)
 
-    facts = MaxFacts(read, interpreter._eval_eqn, difference)
+    facts = MaxFacts(read, interpreter._eval_eqn, difference, iota_axes(jaxpr))
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         inlins = [read_lin(v) for v in eqn.invars]
