@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss = dict(name="soft_hkr", alpha=0.98, min_margin=2.2, temperature=1.0)
     c.optim = dict(name="adam", lr=6e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=0.0)
     c.train = dict(batch_size=256, num_steps=2300, log_every=50, eval_every=2300, checkpoint_every=575,
-                   eval_examples=0, eikonal_weight=5.0, eikonal_steps=400)
+                   eval_examples=0, eikonal_weight=5.0, eikonal_steps=400, divergence_factor=1e3)
     c.certify = dict(eps=(0.5, 1.0, 1.58))
     c.evaluate = dict(n=256, methods=("saliency", "ig", "smoothgrad"),
                       metrics=("deletion", "insertion", "sparseness", "stability"), samples=10)

@@ -74,7 +74,9 @@ def _parse(raw: str):
 def _compatible(current, value) -> bool:
     if isinstance(current, bool):
         return isinstance(value, bool)
-    if isinstance(current, (int, float)):
+    if isinstance(current, int):   # a float would not fit (ml_collections casts int to float only)
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(current, float):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(current, (tuple, list)):
         return isinstance(value, (tuple, list))
@@ -82,8 +84,11 @@ def _compatible(current, value) -> bool:
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-    with open(path, "w") as f:
+    """Write ``config`` to ``path`` atomically: a reader sees the old file or the whole new one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=list)
+    os.replace(tmp, path)
 
 
 def load_json(path: str) -> ml_collections.ConfigDict:
@@ -94,6 +99,19 @@ def load_json(path: str) -> ml_collections.ConfigDict:
 def load_json_from_dict(tree: dict) -> dict:
     """``tree`` as it reads back from JSON (lists as tuples), for comparisons with a saved config."""
     return _tuples(json.loads(json.dumps(tree, default=list)))
+
+
+def differences(saved: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, saved value, new value)`` for every leaf that differs between two
+    nested config dicts, in key order; a key missing on one side has the value ``"<absent>"``."""
+    changes = []
+    for key in sorted(set(saved) | set(new)):
+        old_value, new_value = saved.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(old_value, dict) and isinstance(new_value, dict):
+            changes += differences(old_value, new_value, f"{prefix}{key}.")
+        elif old_value != new_value:
+            changes.append((f"{prefix}{key}", old_value, new_value))
+    return changes
 
 
 def _tuples(tree):

@@ -66,6 +66,7 @@ __all__ = [
     "DatasetSpec",
     "batch_for_step",
     "batches",
+    "check_split",
     "default_cache_dir",
     "find_prepared",
     "load_split",
@@ -139,8 +140,10 @@ def _spec(name) -> DatasetSpec:
     return DATASETS[name]
 
 
-def _check_split(spec: DatasetSpec, split) -> str:
-    """Validate a split spec: a name, a tfds slice (``train[:10%]``) or a ``+`` union."""
+def check_split(name: str, split) -> str:
+    """Validate a split of dataset ``name``: a split name, a tfds slice (``train[:10%]``) or a
+    ``+`` union; return it, or raise ``ValueError`` naming the split and the valid names."""
+    spec = _spec(name)
     if not isinstance(split, str) or not split.strip():
         raise ValueError(f"split must be a non-empty string, got {split!r}")
     for part in split.split("+"):
@@ -148,7 +151,7 @@ def _check_split(spec: DatasetSpec, split) -> str:
         if base not in spec.splits:
             raise ValueError(
                 f"split {split!r} is unknown for dataset {spec.name!r}: the split name must be one "
-                f"of {list(spec.splits)} (optionally sliced, e.g. '{spec.splits[0]}[:1000]')"
+                f"of {', '.join(spec.splits)} (optionally sliced, e.g. '{spec.splits[0]}[:1000]')"
             )
     return split
 
@@ -431,7 +434,7 @@ def load_split(
       ValueError: unknown ``name`` or ``split``.
     """
     spec = _spec(name)
-    split = _check_split(spec, split)
+    split = check_split(name, split)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
     builder = _find_builder(spec, data_dir)

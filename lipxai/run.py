@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from lipxai import config as config_lib
 from lipxai import data
-from lipxai.train import checkpoint
+from lipxai.train import checkpoint, divergence
 from lipxai.train.build import build_model, build_optimizer
 from lipxai.train.state import init_state
 
@@ -55,7 +55,11 @@ class Run:
 
 
 def load_run(workdir: str) -> Run:
-    """Load the latest checkpoint of a run directory (see :func:`lipxai.train.train`)."""
+    """Load the latest checkpoint of a run directory (see :func:`lipxai.train.train`).
+
+    A broken latest checkpoint is moved aside and the newest one that restores is loaded,
+    with one line on stderr (:func:`lipxai.train.checkpoint.restore_latest`).
+    """
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise RunNotFoundError(f"{workdir} is not a lipxai run directory (no config.json); "
@@ -66,7 +70,7 @@ def load_run(workdir: str) -> Run:
     sample = jnp.zeros((1, *data.DATASETS[config.data.name].image_shape), jnp.float32)
     template = init_state(model, optimizer, jax.random.PRNGKey(config.seed), sample)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-    state = checkpoint.restore_latest(mngr, template)
+    state = checkpoint.restore_latest(mngr, template, is_sound=lambda s: bool(divergence.all_finite(s)))
     mngr.close()
     if state is None:
         raise RunNotFoundError(f"{workdir} has no checkpoint yet; train it with `lipxai train`")

@@ -6,6 +6,7 @@ from lipxai.train.loop import TrainingDivergedError, train
 from lipxai.train.sharding import data_mesh
 from lipxai.train.state import TrainState, init_state
 from lipxai.train.step import make_predict, make_train_step
+from lipxai.train.validate import validate_config
 
 __all__ = [
            "TrainState",
@@ -19,4 +20,5 @@ __all__ = [
            "make_predict",
            "make_train_step",
            "train",
+           "validate_config",
 ]

@@ -12,15 +12,16 @@ import numpy as np
 
 from lipxai import config as config_lib
 from lipxai import data
-from lipxai.train import checkpoint, sharding
+from lipxai.train import checkpoint, divergence, sharding
+from lipxai.train import workdir as run_dir
 from lipxai.train.build import build_loss, build_model, build_optimizer
+from lipxai.train.divergence import TrainingDivergedError
 from lipxai.train.evaluate import accuracy_report, predict_logits
 from lipxai.train.state import init_state
 from lipxai.train.step import make_predict, make_train_step
+from lipxai.train.validate import divergence_factor, eikonal_phase, validate_config
 
-
-class TrainingDivergedError(FloatingPointError):
-    """The training loss became NaN or infinite; no checkpoint was written after that step."""
+__all__ = ["TrainingDivergedError", "train"]
 
 
 def train(config, workdir: str, *, verbose: bool = True):
@@ -32,13 +33,26 @@ def train(config, workdir: str, *, verbose: bool = True):
     a pure function of ``(seed, step)``, ends with the same parameters as an
     uninterrupted run.
 
-    Raises :class:`TrainingDivergedError` at the first log, evaluation or checkpoint step
-    whose loss is not finite (a NaN in the parameters stays there), before that step
-    writes a checkpoint or an evaluation.
+    The config is validated first; then the workdir is locked against a second training
+    (:mod:`lipxai.train.workdir`; a workdir created for a start that fails is removed
+    again). Nothing is written before the data is loaded and the state initialised;
+    checkpoints resume only under their own config, a broken latest checkpoint falls
+    back to the newest that restores (:func:`lipxai.train.checkpoint.restore_latest`),
+    and ``metrics.jsonl`` loses the records of steps after the restored one.
+
+    Raises :class:`~lipxai.config.ConfigError` for an invalid config or workdir, and
+    :class:`TrainingDivergedError` at the first log, evaluation or checkpoint step whose
+    losses or state diverged (:mod:`lipxai.train.divergence`), before that step writes a
+    metric, an evaluation or a checkpoint.
     """
-    os.makedirs(workdir, exist_ok=True)
-    _write_or_check_config(config, workdir)
-    cfg = config
+    validate_config(config)
+    run_dir.check_path(workdir)
+    with run_dir.locked(workdir):
+        return _train(config, workdir, verbose)
+
+
+def _train(cfg, workdir: str, verbose: bool):
+    """:func:`train` in a validated config and a locked workdir."""
     process, processes = data.process_shard()
     if cfg.train.batch_size % processes:
         raise config_lib.ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by "
@@ -57,34 +71,49 @@ def train(config, workdir: str, *, verbose: bool = True):
     optimizer = build_optimizer(cfg.optim, cfg.train.num_steps)
     loss_fn = build_loss(cfg.loss)
     step_fn = make_train_step(model, loss_fn, optimizer)
-    eikonal_weight, eikonal_steps = _eikonal_phase(cfg)
+    eikonal_weight, eikonal_steps = eikonal_phase(cfg)
     if eikonal_weight:
         eikonal_step_fn = make_train_step(model, loss_fn, optimizer, eikonal_weight=eikonal_weight)
     predict = make_predict(model)
 
+    def batch(step):
+        return sharding.put_batch(data.batch_for_step(images, labels, local_batch, step, seed=cfg.seed,
+                                                      shard_index=process, num_shards=processes,
+                                                      normalize=normalize), mesh)
+
     sample = data.preprocess(images[:1], normalize=normalize)
-    state = sharding.put_replicated(init_state(model, optimizer, jax.random.PRNGKey(cfg.seed), sample), mesh)
+    initial = sharding.put_replicated(init_state(model, optimizer, jax.random.PRNGKey(cfg.seed), sample), mesh)
+
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-    restored = checkpoint.restore_latest(mngr, state)
-    if restored is not None:
-        state = restored
+    run_dir.check_config(cfg, workdir, mngr.all_steps())
+    restored = checkpoint.restore_latest(mngr, initial, is_sound=lambda s: bool(divergence.all_finite(s)))
+    state = initial if restored is None else restored
     start = int(state.step)
+    factor = divergence_factor(cfg)
+    steps_left = start < cfg.train.num_steps
+    initial_loss = _initial_loss(step_fn, initial, batch(0)) if factor and steps_left else 0.0
+    run_dir.truncate_metrics(workdir, start)
+    run_dir.write_config(cfg, workdir)
     if verbose and start:
         print(f"resuming from step {start}", file=sys.stderr)
 
     window, window_start = [], time.perf_counter()
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
+    with open(os.path.join(workdir, run_dir.METRICS), "a") as metrics_file:
         for step in range(start, cfg.train.num_steps):
-            x, y = data.batch_for_step(images, labels, local_batch, step, seed=cfg.seed,
-                                       shard_index=process, num_shards=processes, normalize=normalize)
             in_phase = eikonal_weight and step >= cfg.train.num_steps - eikonal_steps
-            state, metrics = (eikonal_step_fn if in_phase else step_fn)(state, *sharding.put_batch((x, y), mesh))
+            state, metrics = (eikonal_step_fn if in_phase else step_fn)(state, *batch(step))
             window.append(metrics)
             done = step + 1
             last = done == cfg.train.num_steps
             log_now = done % cfg.train.log_every == 0 or last
             eval_now = done % cfg.train.eval_every == 0 or last
             save_now = done % cfg.train.checkpoint_every == 0 or last
+            if not (log_now or eval_now or save_now):
+                continue
+            last_saved = mngr.latest_step()
+            divergence.check_losses([float(m["loss"]) for m in window], done, initial_loss, factor,
+                                    last_saved)
+            divergence.check_state(state, done, last_saved)
             if log_now:
                 means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
                 elapsed = time.perf_counter() - window_start
@@ -94,57 +123,23 @@ def train(config, workdir: str, *, verbose: bool = True):
                 if verbose:
                     _progress(done, cfg.train.num_steps, record)
                 window, window_start = [], time.perf_counter()
-            if log_now or eval_now or save_now:
-                _check_finite(float(metrics["loss"]), done, mngr.latest_step())
             if eval_now:
                 logits = predict_logits(predict, state.variables, test_images, normalize=normalize)
                 report = accuracy_report(logits, test_labels, cfg.certify.eps)
                 _append(metrics_file, {"step": done, "split": cfg.data.test_split, **report})
             if save_now:
                 checkpoint.save(mngr, state)
+    mngr.close()
     if verbose:
         print(file=sys.stderr)
-    mngr.close()
     return state
 
 
-def _eikonal_phase(cfg) -> tuple[float, int]:
-    """``train.eikonal_weight`` and ``train.eikonal_steps`` (the last steps that add the
-    margin's eikonal penalty); both absent or 0 in configs that do not use it."""
-    weight = float(cfg.train.get("eikonal_weight", 0.0))
-    steps = int(cfg.train.get("eikonal_steps", 0))
-    if weight < 0 or steps < 0:
-        raise config_lib.ConfigError(f"train.eikonal_weight and train.eikonal_steps must be >= 0, "
-                                     f"got {weight} and {steps}")
-    if (weight > 0) != (steps > 0):
-        raise config_lib.ConfigError("set train.eikonal_weight and train.eikonal_steps together "
-                                     f"(got {weight} and {steps})")
-    if steps >= cfg.train.num_steps > 0:
-        raise config_lib.ConfigError(
-            f"train.eikonal_steps ({steps}) must be smaller than train.num_steps ({cfg.train.num_steps}): "
-            "the eikonal phase fine-tunes a trained model (from initialisation it diverged on a small "
-            "CNN); set both eikonal keys to 0 for short runs")
-    return weight, steps
-
-
-def _check_finite(loss: float, step: int, last_saved) -> None:
-    if np.isfinite(loss):
-        return
-    kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was written"
-    raise TrainingDivergedError(
-        f"training diverged: the loss at step {step} is {loss} ({kept}); lower optim.lr, or rerun "
-        "with JAX_DEBUG_NANS=True to find the operation that produced the first NaN")
-
-
-def _write_or_check_config(config, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        saved = config_lib.load_json(path).to_dict()
-        if saved != config_lib.load_json_from_dict(config.to_dict()):
-            raise config_lib.ConfigError(f"{workdir} holds a run with another config; "
-                                         "use a new --workdir or the same config to resume")
-        return
-    config_lib.save_json(config, path)
+def _initial_loss(step_fn, state, batch) -> float:
+    """The loss of ``state`` (the initial one) on ``batch`` (the first), the reference of the
+    explosion rule; the step runs on a copy, since it donates its state."""
+    copy = jax.tree_util.tree_map(lambda x: jax.device_put(x, x.sharding, may_alias=False), state)
+    return float(step_fn(copy, *batch)[1]["loss"])
 
 
 def _append(f, record: dict) -> None:
