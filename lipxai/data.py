@@ -64,6 +64,7 @@ __all__ = [
     "DATASETS",
     "DatasetNotFoundError",
     "DatasetSpec",
+    "DownloadError",
     "batch_for_step",
     "batches",
     "check_split",
@@ -168,6 +169,11 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(message)
         self.name = name
         self.searched = tuple(searched)
+
+
+class DownloadError(OSError):
+    """:func:`prepare` could not download or prepare a dataset (no network, DNS, an HTTP error);
+    the message says what failed and how to prepare it from manually downloaded files."""
 
 
 def _search_dirs(data_dir) -> list[tuple[pathlib.Path, str]]:
@@ -506,16 +512,26 @@ def prepare(
       ImportError: TensorFlow (needed by tfds 4.9.x to prepare) is missing:
         ``pip install "lipxai[prepare]"``.
       ValueError: unknown ``name``, or a manual-download dataset without ``manual_dir``.
-      FileNotFoundError: ``manual_dir`` does not exist.
+      FileNotFoundError: ``manual_dir`` does not exist or is empty.
+      NotADirectoryError: ``manual_dir`` or ``data_dir`` is a file.
+      DownloadError: the download or the preparation failed (e.g. no network); the message
+        says how to prepare the dataset from manually downloaded files.
     """
     spec = _spec(name)
     target = _target_data_dir(data_dir)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"data_dir {os.fspath(target)!r} is a file, not a folder")
     if manual_dir is not None:
         if not isinstance(manual_dir, (str, os.PathLike)):
             raise TypeError(f"manual_dir must be a path or None, got {type(manual_dir).__name__}")
         manual_dir = pathlib.Path(manual_dir).expanduser()
+        if not manual_dir.exists():
+            raise FileNotFoundError(f"manual_dir {os.fspath(manual_dir)!r} does not exist")
         if not manual_dir.is_dir():
-            raise FileNotFoundError(f"manual_dir {os.fspath(manual_dir)!r} is not a directory")
+            raise NotADirectoryError(f"manual_dir {os.fspath(manual_dir)!r} is a file, not a folder")
+        if not any(manual_dir.iterdir()):
+            raise FileNotFoundError(f"manual_dir {os.fspath(manual_dir)!r} is empty: put the "
+                                    f"source files of {name!r} there")
     elif spec.manual_download:
         raise ValueError(f"manual_dir is required for {name!r}. {spec.manual_instructions}")
     _require_prepare_dependencies()
@@ -527,9 +543,24 @@ def prepare(
     if manual_dir is not None:
         config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
     t0 = time.perf_counter()
-    builder.download_and_prepare(
-        download_dir=os.fspath(target / "downloads"), download_config=config
-    )
+    try:
+        builder.download_and_prepare(
+            download_dir=os.fspath(target / "downloads"), download_config=config
+        )
+    except (OSError, tfds.download.DownloadError) as err:
+        # tfds's record of what it downloads: "url<TAB>size<TAB>sha256<TAB>file name" per line
+        sources = pathlib.Path(tfds.__file__).parent / "url_checksums" / f"{name}.txt"
+        lines = sources.read_text().splitlines() if sources.is_file() else []
+        rows = [line.split("\t") for line in lines if line.strip()]
+        files = ", ".join(r[-1] for r in rows) or f"the source files of {name!r}"
+        origin = f" (from {rows[0][0].rpartition('/')[0]}/)" if rows else ""
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise DownloadError(
+            f"downloading or preparing {name!r} failed ({reason}). To prepare it by hand, put "
+            f"{files}{origin} in a folder DIR and run `lipxai prepare-data {name} --manual-dir DIR "
+            f"--data-dir {os.fspath(target)}`; lipxai then reads it with "
+            f"TFDS_DATA_DIR={os.fspath(target)}"
+        ) from err
     _log.info("prepared %s in %s in %.1fs", name, builder.data_dir, time.perf_counter() - t0)
     if not _has_array_record(builder):
         raise RuntimeError(

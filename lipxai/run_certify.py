@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from lipxai import certify, data
-from lipxai._checks import one_of
+from lipxai._checks import one_of, positive_int
 from lipxai.train.evaluate import accuracy_report, predict_logits
 
 
@@ -21,16 +21,22 @@ def certify_run(run, *, eps=(0.5, 1.0, 1.58), split: str = "test", n: int | None
     (:func:`lipxai.certify.lipschitz_upper_bound`, times the normalisation's
     ``1/std``), so every certified example is certified for the function
     ``run.apply`` on [0, 1] images, not only for the nominal constant 1. The
-    attained lower bound is reported beside it.
+    attained lower bound is reported beside it. ``n`` (``None``: all) must lie in ``[1, size
+    of the split]``: a negative ``n`` would slice from the end.
     """
     images, labels = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
     if n is not None:
+        if positive_int("n", n) > len(images):
+            raise ValueError(f"n must be in [1, {len(images)}] (the size of split {split!r}), got {n}")
         images, labels = images[:n], labels[:n]
     logits = predict_logits(jax.jit(run.apply_variables), run.variables, images)
     upper = float(certify.lipschitz_upper_bound(run.model, run.variables, (1, *images.shape[1:])))
     upper *= run.input_lipschitz_factor
     x = data.preprocess(images[:lower_bound_examples])
-    lower = float(certify.lipschitz_lower_bound(run.apply, x, key=jax.random.PRNGKey(seed), steps=10))
+    # the weights as an argument, not constants: a closure over them (run.apply) is folded
+    # into every compiled loop of the search
+    fn = jax.tree_util.Partial(run.apply_variables, run.variables)
+    lower = float(certify.lipschitz_lower_bound(fn, x, key=jax.random.PRNGKey(seed), steps=10))
     result = accuracy_report(logits, labels, eps, lipschitz=upper)
     result.update(lipschitz_upper=upper, lipschitz_lower=lower, split=split, step=run.step)
     return result, images, labels, logits
@@ -46,8 +52,7 @@ EXPLANATION_METHODS = {
 
 
 def certify_explanations(run, eps, *, k: int = 20, split: str = "test", n: int = 256,
-                         method: str = "ibp", batch_size: int | None = None, images=None,
-                         labels=None) -> dict:
+                         method: str = "ibp", batch_size: int | None = None, images=None) -> dict:
     """Certified robustness of the saliency maps of ``run`` over L_inf input boxes.
 
     For each radius in ``eps``, interval bounds on the input gradient of the predicted logit
@@ -56,19 +61,24 @@ def certify_explanations(run, eps, *, k: int = 20, split: str = "test", n: int =
     :func:`lipxai.bounds.certify_explanation`, averaged over the first ``n`` images of
     ``split``; the same boxes' forward bounds give the prediction certificates.  ``method``:
     ``"ibp"`` or ``"symbolic"`` (tighter, more memory: default ``batch_size`` 4 instead of
-    64).  Returns ``{str(eps): {...}}`` plus the settings.
+    64).  ``images`` (a batch ``[N, H, W, C]`` of the run's dataset) replaces the split's;
+    the certificates are those of the predicted class, so no labels are needed.
+    Returns ``{str(eps): {...}}`` plus the settings.
     """
     import jax.numpy as jnp
 
     from lipxai import bounds
-    from lipxai.run_explain import exported_apply
+    from lipxai.run_explain import check_images, exported_apply
 
+    n = positive_int("n", n)
     if images is None:
-        images, labels = data.load_split(run.config.data.name, split,
-                                         data_dir=run.config.data.data_dir or None)
+        images, _ = data.load_split(run.config.data.name, split,
+                                    data_dir=run.config.data.data_dir or None)
+    else:
+        check_images("images", images, data.DATASETS[run.config.data.name])
     description, default_batch = EXPLANATION_METHODS[one_of("method", method, EXPLANATION_METHODS)]
     batch_size = batch_size or default_batch
-    images, labels = images[:n], np.asarray(labels[:n])
+    images = images[:n]
     fn = exported_apply(run)
 
     @jax.jit
@@ -109,8 +119,9 @@ def format_explanation_table(result: dict) -> str:
     return "\n".join([head, *rows])
 
 
-def write_certify_json(result: dict, workdir: str) -> str:
-    path = os.path.join(workdir, "certify.json")
+def write_certify_json(result: dict, workdir: str, stem: str = "certify") -> str:
+    """Write ``result`` to ``workdir/STEM.json`` (``certify.json``: the full run's results)."""
+    path = os.path.join(workdir, f"{stem}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     return path

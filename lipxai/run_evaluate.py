@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipxai import data, metrics
+from lipxai._checks import positive_int
 from lipxai.cli import DEFAULT_EVALUATE_METHODS as DEFAULT_METHODS
 from lipxai.cli import DEFAULT_EVALUATE_METRICS as DEFAULT_METRICS
 from lipxai.run_explain import METHODS as EXPLAIN_METHODS
-from lipxai.run_explain import attribute, exported_apply
+from lipxai.run_explain import attribute, check_images, exported_apply
 from lipxai.run_explain import parse_names  # noqa: F401  (the --methods/--metrics parser)
 
 
@@ -122,8 +123,10 @@ def evaluate(fn, x, methods, metric_names, *, key, samples: int = 20, batch: int
     float[K]}}}`` (numpy; curves are averaged over the examples).  Every metric is
     per-example, so scores do not depend on ``batch``, except through the noise of SmoothGrad
     and VarGrad, which is drawn per batch (a different draw, not a different distribution).
+    ``x`` must be a batch ``[B, H, W, C]``.
     """
-    n = x.shape[0]
+    n = check_images("x", x).shape[0]
+    samples, batch = positive_int("samples", samples), positive_int("batch", batch)
     k_explain, k_metric = jax.random.split(key)
     explain_fns = {m: _explain_fn(fn, m, k_explain, search) for m in methods}
     scores = {m: {name: [] for name in metric_names} for m in methods}
@@ -175,11 +178,7 @@ def evaluate_run(run, methods=DEFAULT_METHODS, metric_names=DEFAULT_METRICS, *, 
     the mean deletion/insertion curves) plus the per-example ``scores`` (numpy)."""
     images, _ = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
     if n < 1 or n > len(images):
-        raise ValueError(f"--n must be in [1, {len(images)}], got {n}")
-    if samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {samples}")
-    if batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {batch}")
+        raise ValueError(f"n must be in [1, {len(images)}] (the size of split {split!r}), got {n}")
     x = jnp.asarray(data.preprocess(images[:n]))
     out = evaluate(exported_apply(run), x, methods, metric_names, key=jax.random.PRNGKey(seed),
                    samples=samples, batch=batch, search=search, progress=progress)

@@ -28,13 +28,28 @@ METHODS = {
 
 
 def parse_names(text: str, known, option: str) -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")``; empty lists and names not in ``known`` are a
-    ``ValueError`` that names the command-line ``option``."""
-    names = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in known]
-    if not names or unknown:
+    """``"a,b"`` -> ``("a", "b")``; an empty list or item (``"a,"``), a name not in ``known``
+    and a repeated name are a ``ValueError`` that names the command-line ``option``."""
+    names = tuple(m.strip() for m in text.split(","))
+    if not all(m in known for m in names):
         raise ValueError(f"{option} takes a comma-separated list of {', '.join(known)}; got {text!r}")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise ValueError(f"{option} lists {', '.join(repeated)} more than once; got {text!r}")
     return names
+
+
+def check_images(name: str, x, spec=None):
+    """Check that ``x`` is a batch of images ``[B, H, W, C]`` (``B >= 1``; of the shape of the
+    :class:`lipxai.data.DatasetSpec` ``spec`` when given) and return it: an image without its
+    batch axis would otherwise pass as a batch of ``H`` rows."""
+    shape = tuple(np.shape(x))
+    expected = "[B, H, W, C]" if spec is None else f"[B, {', '.join(map(str, spec.image_shape))}]"
+    if len(shape) != 4 or not shape[0] or (spec is not None and shape[1:] != spec.image_shape):
+        what = "images" if spec is None else f"{spec.name} images"
+        raise ValueError(f"{name} must be a batch {expected} of {what} (rank 4, B >= 1), "
+                         f"got shape {shape}")
+    return x
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -69,6 +84,7 @@ def attribute(fn, x, target, method: str, *, key, search: str = "pgd"):
     For ``"counterfactual"`` the maps are the counterfactual images and ``extra`` their
     predicted classes; otherwise ``extra`` is ``None``.
     """
+    check_images("x", x)
     if method == "saliency":
         return explain.saliency(fn, x, target), None
     if method == "gradient_x_input":
@@ -103,7 +119,7 @@ def explain_run(run, methods=DEFAULT_METHODS, *, n: int = 16, split: str = "test
     """
     images, labels = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
     if n < 1 or n > len(images):
-        raise ValueError(f"--n must be in [1, {len(images)}], got {n}")
+        raise ValueError(f"n must be in [1, {len(images)}] (the size of split {split!r}), got {n}")
     x = jnp.asarray(data.preprocess(images[:n]))
     fn = exported_apply(run)
     pred = jnp.argmax(fn(x), axis=1)

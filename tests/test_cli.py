@@ -8,6 +8,8 @@ import sys
 import pytest
 from _tiny_run import TINY
 
+from lipxai import cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -18,8 +20,11 @@ def lipxai(*args, env_extra=None):
 
 
 @pytest.mark.dataset("mnist")
-def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
+def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys):
     workdir = tmp_path / "quick"
+    # a start rejected by its config leaves nothing that blocks the next one in the same folder
+    assert cli.main(["quickstart", "--workdir", str(workdir), *TINY, "--config.train.batch_size=0"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err and not (workdir / "config.json").exists()
     out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
                  "--config.train.eval_every=30", "--config.evaluate.n=6", "--config.evaluate.samples=2",
                  "--config.evaluate.methods=('saliency', 'smoothgrad')",
@@ -42,13 +47,15 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
 
     again = lipxai("certify", str(workdir), "--eps", "0.25,2", "--n", "500")
     assert again.returncode == 0, again.stderr[-2000:]
-    result = json.loads((workdir / "certify.json").read_text())
+    result = json.loads((workdir / "certify-test-n500-eps0.25_2.0.json").read_text())  # a partial run
     assert set(result["certified_accuracy"]) == {"0.25", "2.0"} and result["n"] == 500
+    assert json.loads((workdir / "certify.json").read_text())["n"] == 10000  # the full run is kept
     assert "certified accuracy @ L2 eps=2.0" in again.stdout
 
     cert = lipxai("certify", str(workdir), "--explanation", "--eps", "0,0.001", "--k", "5", "--n", "8")
     assert cert.returncode == 0, cert.stderr[-2000:]
-    explanation = json.loads((workdir / "certify.json").read_text())["explanation"]
+    explanation = json.loads((workdir / "certify-test-n8-eps0.0_0.001-k5-explanation.json")
+                             .read_text())["explanation"]
     assert explanation["n"] == 8 and explanation["k"] == 5 and set(explanation["eps"]) == {"0.0", "0.001"}
     exact, boxed = explanation["eps"]["0.0"], explanation["eps"]["0.001"]
     assert exact["topk_stable"] == 1.0 and exact["change_l2_median"] < 1e-5  # a point box: float noise only
@@ -59,7 +66,8 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     symbolic = lipxai("certify", str(workdir), "--explanation", "--bounds", "symbolic", "--eps",
                       "0.001", "--k", "5", "--n", "8")
     assert symbolic.returncode == 0, symbolic.stderr[-2000:]
-    tighter = json.loads((workdir / "certify.json").read_text())["explanation"]
+    tighter = json.loads((workdir / "certify-test-n8-eps0.001-k5-symbolic-explanation.json")
+                         .read_text())["explanation"]
     assert tighter["bounds"] == "symbolic" and "symbolic bounds" in symbolic.stdout
     tighter = tighter["eps"]["0.001"]  # never looser than IBP, so never weaker certificates
     assert tighter["topk_certified_mean"] >= boxed["topk_certified_mean"]
@@ -79,7 +87,7 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path):
     (["certify", "{tmp}/missing"], "does not exist"),
     (["certify", "{tmp}"], "not a lipxai run directory"),
     (["certify", "{tmp}", "--eps", "a,b"], "--eps must be comma-separated numbers"),
-    (["certify", "{tmp}", "--explanation", "--k", "0"], "--k must be >= 1"),
+    (["certify", "{tmp}", "--explanation", "--k", "0"], "argument --k: must be an integer >= 1"),
     (["explain", "{tmp}", "--method", "ig,shap"], "--method takes a comma-separated list of"),
     (["explain", "{tmp}/missing"], "does not exist"),
     (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.data.data_dir={tmp}"],
