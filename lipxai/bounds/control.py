@@ -7,6 +7,8 @@ named functions get tighter rules than their bodies would: ``log_softmax`` and `
 cannot see), ``logaddexp`` (monotone in both arguments; softplus is ``logaddexp(x, 0)``) and
 the unit vectors ``x_w / ||x_w||`` in the gradient of L2-norm pooling (in ``[-1, 1]``, where
 ``x * (1 / sqrt(sum x^2))`` would be unbounded near 0).
+The Fourier-domain convolutions of Cayley layers (:data:`lipxai.nn.reparam.CONV_SPECTRUM_NAME`,
+and its transpose in a gradient) are linear: they get their exact hull ``A c +/- |A| r``.
 ``cond`` with an uncertain index takes the hull of the branches it may run; ``scan`` (fixed
 trip count) runs the interval body in a ``lax.scan``.
 """
@@ -17,7 +19,9 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.extend import core as jcore
 
 from lipxai._jaxpr import scan_layout
 from lipxai.bounds.interpreter import (
@@ -31,9 +35,11 @@ from lipxai.bounds.interval import (
     as_interval,
     is_interval,
     lower_of,
+    unpacked,
     upper_of,
 )
 from lipxai.nn.pooling import UNIT_VECTORS_NAME
+from lipxai.nn.reparam import CONV_SPECTRUM_NAME
 
 lo, hi = lower_of, upper_of
 
@@ -107,8 +113,121 @@ def _unit_vector_bounds(x: Interval, kh: int, kw: int) -> Interval:
 _UNIT_VECTORS = re.compile(UNIT_VECTORS_NAME.format(kh=r"(\d+)", kw=r"(\d+)") + "$")
 
 
+#: The spectrum call, bare or as JAX names what it derives from it (``transpose(jvp(f))``).
+_CONV_SPECTRUM = re.compile(r"(\w+\()*" + re.escape(CONV_SPECTRUM_NAME) + r"\)*$")
+
+#: Margin of :func:`_abs_convolution`, in units of ``u log2(n1 n2 c)`` (``u``: unit roundoff).
+_FFT_MARGIN = 16
+
+
+def _depends_on(jaxpr, inputs: list[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on the inputs flagged in ``inputs``.
+
+    ``jit`` calls are followed into their bodies (JAX's residual outputs of a call may be
+    constants); any other equation with a dependent input has all its outputs dependent."""
+    reached = {v for v, flag in zip(jaxpr.invars, inputs, strict=True) if flag}
+
+    def dependent(v):
+        return not isinstance(v, jcore.Literal) and v in reached
+
+    for eqn in jaxpr.eqns:
+        flags = [dependent(v) for v in eqn.invars]
+        if not any(flags):
+            continue
+        outs = [True] * len(eqn.outvars)
+        if eqn.primitive.name in ("jit", "pjit"):
+            outs = _depends_on(eqn.params["jaxpr"].jaxpr, flags)
+        reached.update(v for v, flag in zip(eqn.outvars, outs, strict=True) if flag)
+    return [dependent(v) for v in jaxpr.outvars]
+
+
+def _impulse_responses(linear, shape, dtype) -> list:
+    """Kernels ``K [n1, n2, c_out, c_in]`` of per-example circular convolutions.
+
+    ``linear`` maps a batch ``[B, n1, n2, c_in]`` to a list of ``[B, n1, n2, c_out]``; its
+    response to a unit impulse at pixel ``(0, 0)`` of channel ``i`` is ``K[:, :, :, i]``.
+    The ``c_in`` impulses go ``B`` per batch (one per example), the batches under ``vmap``.
+    """
+    b, _, _, c = shape
+    calls = -(-c // b)
+    channel = jnp.arange(calls * b).reshape(calls, b)
+    impulses = jnp.zeros((calls, *shape), dtype).at[
+        jnp.arange(calls)[:, None], jnp.arange(b)[None, :], 0, 0, jnp.minimum(channel, c - 1)
+    ].set((channel < c).astype(dtype))  # the examples past the last channel stay 0
+    responses = jax.vmap(linear)(impulses)  # [calls, B, n1, n2, c_out] each
+    return [jnp.moveaxis(out.reshape(calls * b, *out.shape[2:])[:c], 0, -1)
+            for out in responses]
+
+
+def _abs_convolution(r: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``(|A| r)[b, p, o] = sum_{q, i} |K[p - q, o, i]| r[b, q, i]`` (circular), rounded outwards.
+
+    ``r >= 0`` is ``[B, n1, n2, c_in]`` and ``K`` ``[n1, n2, c_out, c_in]``.  Computed by FFT
+    (the spectrum of ``|K| * r`` is ``rfft2(|K|)(f) rfft2(r)(f)``), whose rounding errors
+    spread over all entries: an entry whose true value is tiny can come out negative or low
+    by about ``u log2(n1 n2)`` times the largest entry, which is at most
+    ``M_b = max_o sum_{d, i} |K[d, o, i]| max r_b``.  Negative values are raised to 0 and
+    ``_FFT_MARGIN u log2(n1 n2 c_in) M_b`` is added (``u``: the unit roundoff), a margin
+    that also covers the rounding of ``K`` itself and is 0 for a point (``r = 0``).
+    """
+    n1, n2, _, c = kernel.shape
+    magnitude = jnp.abs(kernel)
+    spectrum = jnp.fft.rfft2(magnitude, axes=(0, 1))
+    r_hat = jnp.fft.rfft2(r, axes=(1, 2))
+    product = jnp.einsum("hwoi,bhwi->bhwo", spectrum, r_hat, precision=lax.Precision.HIGHEST)
+    out = jnp.fft.irfft2(product, s=(n1, n2), axes=(1, 2)).astype(r.dtype)
+    largest = jnp.max(jnp.sum(magnitude, axis=(0, 1, 3))) * jnp.max(r, axis=(1, 2, 3))
+    tol = _FFT_MARGIN * jnp.finfo(r.dtype).eps * np.log2(n1 * n2 * c)
+    return jnp.maximum(out, 0) + tol * largest[:, None, None, None]
+
+
+def _circular_convolution_bounds(closed, args):
+    """Exact hull of a spectrum call (:data:`CONV_SPECTRUM_NAME`) on one input box, or None.
+
+    The call is a per-example circular convolution of its Interval input, or (in a gradient)
+    the transpose of one, whose other inputs (the spectrum, residuals) are points.  Its
+    outputs that depend on ``x in [c - r, c + r]`` ``[B, n1, n2, ch]`` are linear in it,
+    ``y = A x`` with ``(A x)[p] = sum_q K[p - q] x[q]``, so their hull over the box is
+    ``A c +/- |A| r``: exact, each bound attained at a corner.  ``A c`` (and every other
+    output) is the call itself at the centre, ``K`` its response to unit impulses, and
+    ``|A| r`` the circular convolution of ``r`` with ``|K|`` (:func:`_abs_convolution`).
+    None (so the body is interpreted, and fails loudly at its FFT) unless exactly one input
+    is an Interval, of rank 4, and the outputs that depend on it are real arrays of its shape.
+    """
+    boxes = [i for i, a in enumerate(args) if is_interval(a)]
+    if len(boxes) != 1:
+        return None
+    k = boxes[0]
+    box = unpacked(args[k])
+    if box.ndim != 4 or not jnp.issubdtype(box.dtype, jnp.floating):
+        return None
+    closed = closed if hasattr(closed, "consts") else jcore.ClosedJaxpr(closed, ())
+    dependent = _depends_on(closed.jaxpr, [i == k for i in range(len(args))])
+    avals = [v.aval for v in closed.jaxpr.outvars]
+    if not any(dependent) or any(d and (a.shape != box.shape or a.dtype != box.dtype)
+                                 for d, a in zip(dependent, avals, strict=True)):
+        return None
+    call = jcore.jaxpr_as_fun(closed)
+
+    def at(value):
+        return call(*args[:k], value, *args[k + 1:])
+
+    kernels = iter(_impulse_responses(
+        lambda v: [o for o, d in zip(at(v), dependent, strict=True) if d], box.shape,
+        box.dtype))
+    outs = []
+    for out, d in zip(at(box.center), dependent, strict=True):
+        if d:
+            radius = _abs_convolution(box.radius, next(kernels))
+            out = Interval(out - radius, out + radius)
+        outs.append(out)
+    return outs
+
+
 def _named_call(name: str, closed, args):
     """Tighter bounds for named jitted functions; None when there is no special rule."""
+    if _CONV_SPECTRUM.match(name):
+        return _circular_convolution_bounds(closed, args)
     match = _UNIT_VECTORS.match(name)
     if match and len(args) == 1 and is_interval(args[0]):
         return [_unit_vector_bounds(args[0], int(match.group(1)), int(match.group(2)))]

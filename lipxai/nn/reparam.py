@@ -214,9 +214,30 @@ def cayley_conv_spectrum(kernel: jax.Array, grid) -> jax.Array:
     return jnp.linalg.solve(eye + skew, eye - skew)
 
 
-def apply_conv_spectrum(x: jax.Array, spectrum: jax.Array) -> jax.Array:
-    """Apply per-frequency matrices ``[n1, n2//2+1, c, c]`` to NHWC images ``[B, n1, n2, c]``."""
+#: Name of the jitted function that :func:`apply_conv_spectrum` calls.  ``lipxai.bounds``
+#: recognises it, and the calls that JAX derives from it under ``grad`` (its transpose keeps
+#: the name), as per-example circular convolutions: linear maps with an exact interval hull.
+CONV_SPECTRUM_NAME = "lipxai_conv_spectrum"
+
+
+def _conv_spectrum(x: jax.Array, spectrum: jax.Array) -> jax.Array:
     n1, n2 = x.shape[1], x.shape[2]
     x_hat = jnp.fft.rfft2(x, axes=(1, 2))
     y_hat = jnp.einsum("hwoi,bhwi->bhwo", spectrum, x_hat, precision=lax.Precision.HIGHEST)
     return jnp.fft.irfft2(y_hat, s=(n1, n2), axes=(1, 2)).astype(x.dtype)
+
+
+_conv_spectrum.__name__ = CONV_SPECTRUM_NAME
+_conv_spectrum_call = jax.jit(_conv_spectrum)
+
+
+def apply_conv_spectrum(x: jax.Array, spectrum: jax.Array) -> jax.Array:
+    """Apply per-frequency matrices ``[n1, n2//2+1, c, c]`` to NHWC images ``[B, n1, n2, c]``.
+
+    ``y = irfft2(S(f) rfft2(x)(f))`` is linear in ``x`` and commutes with circular shifts: a
+    circular convolution ``y[p] = sum_q K[p - q] x[q]`` with the full-grid kernel
+    ``K = irfft2(S)`` ``[n1, n2, c_out, c_in]`` (Trockman & Kolter 2021 apply their Cayley
+    convolutions this way).  It runs as one jitted call named :data:`CONV_SPECTRUM_NAME`, so
+    that interval bounds see the whole linear map (an FFT alone has no interval rule).
+    """
+    return _conv_spectrum_call(x, spectrum)
