@@ -38,7 +38,7 @@ looks at every class, and ``"all"`` keeps the best. No method returns a point cl
 than the true boundary distance since every returned point is checked by ``m``.
 
 The methods take gradients inside loops; on CPU the search is re-interpreted with its
-convolutions in the forms XLA:CPU runs fastest (:func:`lipxai._cpu_convolutions.for_gradients`:
+convolutions in the forms XLA:CPU runs fastest (:func:`lipxai._core.xla_cpu.for_gradients`:
 kernels laid out explicitly, about 2x faster gradient steps in loops, and padded for XLA's
 threaded kernel, 13% faster PGD on the benchmark CNN; same values).
 
@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lipxai._checks import (
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
     in_range,
@@ -74,7 +74,7 @@ from lipxai._checks import (
     positive,
     positive_int,
 )
-from lipxai._cpu_convolutions import for_gradients
+from lipxai._core.xla_cpu import for_gradients
 
 __all__ = ["BoundaryResult", "margin", "search"]
 

@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import (
-    _is_tracer,
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
     in_range,
+    is_tracer,
     labels_for,
     nan_unless,
     non_empty,
@@ -46,7 +46,7 @@ _PAIR_RADIUS = 0.01  # ||d|| of the pair search, same unit
 
 def _positive_scalar(name: str, value):
     """Like ``positive`` but also accepts concrete 0-d numpy/jax arrays (and lets tracers pass)."""
-    if _is_tracer(value):
+    if is_tracer(value):
         return value
     if np.ndim(value) == 0 and hasattr(value, "dtype"):
         value = value.item()

@@ -58,7 +58,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lipxai import _checks
+from lipxai._core import checks as _checks
 
 __all__ = [
     "DATASETS",

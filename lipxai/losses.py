@@ -48,7 +48,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from lipxai import _checks
+from lipxai._core import checks
 
 __all__ = [
     "hinge_margin",
@@ -84,7 +84,7 @@ def hinge_margin(logits, labels, *, min_margin=1.0):
     class 0, as deel-lip ``HingeMargin`` and torchlip ``hinge_margin_loss``: both sides
     must clear ``min_margin / 2``, so the two classes are ``min_margin`` apart.
     """
-    _checks.positive("min_margin", min_margin)
+    checks.positive("min_margin", min_margin)
     return _hinge_margin(*_binary_inputs(logits, labels), min_margin)
 
 
@@ -96,7 +96,7 @@ def hkr(logits, labels, *, alpha=0.9, min_margin=1.0):
     (loss ``kr + lam * hinge``) corresponds to ``alpha = lam / (1 + lam)``.
     """
     _check_alpha(alpha)
-    _checks.positive("min_margin", min_margin)
+    checks.positive("min_margin", min_margin)
     return _hkr(*_binary_inputs(logits, labels), alpha, min_margin)
 
 
@@ -120,7 +120,7 @@ def multiclass_hinge(logits, labels, *, min_margin=1.0):
     i.e. the binary hinge on every output with signs +1/-1, the true class weighted by
     ``C - 1`` to balance it against the ``C - 1`` others; averaged over the batch [HKR].
     """
-    _checks.positive("min_margin", min_margin)
+    checks.positive("min_margin", min_margin)
     return _multiclass_hinge(*_multiclass_inputs(logits, labels), min_margin)
 
 
@@ -132,7 +132,7 @@ def multiclass_hkr(logits, labels, *, alpha=0.9, min_margin=1.0):
     times this loss at ``alpha = lam / (1 + lam)`` (its default ``lam = 10`` is about 0.91).
     """
     _check_alpha(alpha)
-    _checks.positive("min_margin", min_margin)
+    checks.positive("min_margin", min_margin)
     return _multiclass_hkr(*_multiclass_inputs(logits, labels), alpha, min_margin)
 
 
@@ -159,8 +159,8 @@ def soft_hkr(logits, labels, *, alpha=0.9, min_margin=1.0, temperature=1.0):
     (early training) both give ``t = temperature``.
     """
     _check_alpha(alpha)
-    _checks.positive("min_margin", min_margin)
-    _checks.positive("temperature", temperature)
+    checks.positive("min_margin", min_margin)
+    checks.positive("temperature", temperature)
     return _soft_hkr(*_multiclass_inputs(logits, labels), alpha, min_margin, temperature)
 
 
@@ -174,7 +174,7 @@ def tau_cross_entropy(logits, labels, *, tau):
     1-Lipschitz ``f``, ``tau`` sets the accuracy/robustness trade-off [TAU]: large
     ``tau`` favours accuracy, small ``tau`` keeps pushing margins wider.
     """
-    _checks.positive("tau", tau)
+    checks.positive("tau", tau)
     return _tau_cross_entropy(*_multiclass_inputs(logits, labels), tau)
 
 
@@ -198,14 +198,14 @@ def margin_eikonal(fn, x, labels, *, target=1.0):
 
     NaN when an input is not finite or (under ``jit``) a label is out of range.
     """
-    _checks.positive("target", target)
-    x = _checks.non_empty("x", _checks.floating_array("x", x, min_rank=2))
+    checks.positive("target", target)
+    x = checks.non_empty("x", checks.floating_array("x", x, min_rank=2))
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
     if len(out.shape) != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
         raise ValueError(f"fn must map [B, ...] to logits [B, C >= 2], got {out.shape} for B = {x.shape[0]}")
-    labels = _checks.labels_for("labels", labels, out.shape[1], x.shape[0])
+    labels = checks.labels_for("labels", labels, out.shape[1], x.shape[0])
 
     def summed_margins(inputs):
         logits = fn(inputs)
@@ -216,7 +216,7 @@ def margin_eikonal(fn, x, labels, *, target=1.0):
 
     grads = jax.grad(summed_margins)(x)
     norms = jnp.sqrt(jnp.sum(grads * grads, axis=tuple(range(1, grads.ndim))) + 1e-12)
-    valid = _checks.finite_examples(x) & _checks.in_range(labels, out.shape[1])
+    valid = checks.finite_examples(x) & checks.in_range(labels, out.shape[1])
     return jnp.where(jnp.all(valid), jnp.mean((norms - target) ** 2), jnp.nan)
 
 
@@ -230,7 +230,7 @@ def _nan_for_bad_labels(kernel):
     @functools.wraps(kernel)
     def checked(logits, labels, *args):
         num_classes = 2 if logits.ndim == 1 else logits.shape[1]
-        ok = jnp.all(_checks.in_range(labels, num_classes))
+        ok = jnp.all(checks.in_range(labels, num_classes))
         return jnp.where(ok, kernel(logits, labels, *args), jnp.nan)
 
     return checked
@@ -316,7 +316,7 @@ def _one_hot(labels, num_classes):
 
 
 def _check_alpha(alpha):
-    _checks.non_negative("alpha", alpha)
+    checks.non_negative("alpha", alpha)
     if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
         raise ValueError(
             "alpha must be a number in [0, 1] (deel-torchlip convention; a deel-lip weight "
@@ -325,7 +325,7 @@ def _check_alpha(alpha):
 
 
 def _binary_inputs(logits, labels):
-    logits = _checks.floating_array("logits", logits, min_rank=1)
+    logits = checks.floating_array("logits", logits, min_rank=1)
     if logits.ndim == 2 and logits.shape[1] == 1:
         logits = logits[:, 0]
     elif logits.ndim != 1:
@@ -334,7 +334,7 @@ def _binary_inputs(logits, labels):
 
 
 def _multiclass_inputs(logits, labels):
-    logits = _checks.floating_array("logits", logits, rank=2)
+    logits = checks.floating_array("logits", logits, rank=2)
     if logits.shape[1] < 2:
         raise ValueError(
             f"logits must have shape [B, C] with C >= 2 classes, got shape {logits.shape}"
@@ -343,6 +343,6 @@ def _multiclass_inputs(logits, labels):
 
 
 def _batch(logits, labels, num_classes):
-    _checks.non_empty("logits", logits)
-    labels = _checks.labels_for("labels", labels, num_classes, logits.shape[0])
+    checks.non_empty("logits", logits)
+    labels = checks.labels_for("labels", labels, num_classes, logits.shape[0])
     return logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from lipxai import certify, data
-from lipxai._checks import one_of, positive_int
+from lipxai._core.checks import one_of, positive_int
 from lipxai.train.evaluate import accuracy_report, predict_logits
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipxai import data, metrics
-from lipxai._checks import positive_int
+from lipxai._core.checks import positive_int
 from lipxai.cli import DEFAULT_EVALUATE_METHODS as DEFAULT_METHODS
 from lipxai.cli import DEFAULT_EVALUATE_METRICS as DEFAULT_METRICS
 from lipxai.run_explain import METHODS as EXPLAIN_METHODS

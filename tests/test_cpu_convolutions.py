@@ -1,4 +1,4 @@
-"""Tests of lipxai._cpu_convolutions: convolutions rewritten into XLA:CPU's fastest forms.
+"""Tests of lipxai._core.xla_cpu: convolutions rewritten into XLA:CPU's fastest forms.
 
 The rewritten functions must have the values (and derivatives, forward and reverse) of the
 originals for every convolution layout; the input gradients inside loops must compile to the
@@ -18,7 +18,7 @@ import lipxai.boundary as boundary_module
 from lipxai.bounds import Interval
 from lipxai.bounds import interval as bounds_interval
 from lipxai import boundary
-from lipxai._cpu_convolutions import (
+from lipxai._core.xla_cpu import (
     MAX_EXTRA_WORK,
     canonical_conv_kernels,
     for_gradient_loops,

@@ -287,7 +287,7 @@ def test_default_chunk(monkeypatch):
 def test_chunked_and_single_chunk_agree(linear, monkeypatch):
     """Chunks in the scan (with the kernel-layout rewrite on CPU) plus a remainder chunk give
     what one chunk of every step / sample gives; so does the scan without the rewrite."""
-    from lipxai.explain import gradients as g
+    from lipxai._core import batched as g
 
     fn, _, x, t = linear
     fn = lambda z, fn=fn: jnp.tanh(fn(z))  # not linear: gradients vary along paths and noise
@@ -333,7 +333,7 @@ def test_chunks_run_one_at_a_time():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the XLA:CPU convolution forms")
 def test_chunked_convolution_gradients_use_the_plain_kernel_layout(cnn):
     """On CPU the scan over chunks has its input-gradient convolutions' kernels laid out
-    explicitly (lipxai._cpu_convolutions), so XLA:CPU runs them with its library kernel."""
+    explicitly (lipxai._core.xla_cpu), so XLA:CPU runs them with its library kernel."""
     fn, x, t = cnn
     x, t = x[:4], t[:4]
     f = jax.jit(lambda x: ex.integrated_gradients(fn, x, t, steps=4, batch_size=1))
@@ -345,7 +345,7 @@ def test_chunked_convolution_gradients_use_the_plain_kernel_layout(cnn):
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rewrite")
 def test_wide_convolutions_are_padded_for_the_threaded_cpu_kernel():
     """Saliency and the chunked methods pad the convolutions XLA:CPU would give to YNNPACK
-    (lipxai._cpu_convolutions.threaded_conv_kernels); the values are those of plain JAX."""
+    (lipxai._core.xla_cpu.threaded_conv_kernels); the values are those of plain JAX."""
     w = jax.random.normal(jax.random.key(0), (3, 3, 1, 20)) / 3
     dense = jax.random.normal(jax.random.key(1), (12 * 12 * 20, 3)) / 50
     fn = lambda z: jnp.tanh(jax.lax.conv_general_dilated(
@@ -360,7 +360,7 @@ def test_wide_convolutions_are_padded_for_the_threaded_cpu_kernel():
 
 
 def test_jit_with_cpu_compiler_options(cnn, monkeypatch):
-    from lipxai.explain import _xla
+    from lipxai._core import xla_cpu
 
     fn, x, t = cnn
     x, t = x[:2], t[:2]
@@ -368,7 +368,7 @@ def test_jit_with_cpu_compiler_options(cnn, monkeypatch):
     close(ex.jit(f)(x), jax.jit(f)(x), rtol=1e-4, atol=1e-6)
     if jax.default_backend() == "cpu":
         assert ex.compiler_options() == ex.CPU_COMPILER_OPTIONS  # known to this XLA
-    monkeypatch.setattr(_xla, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": ""})
+    monkeypatch.setattr(xla_cpu, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": ""})
     assert ex.compiler_options() == {}  # unknown options are dropped, not errors
     close(ex.jit(lambda x: x + 1)(x), x + 1)
 

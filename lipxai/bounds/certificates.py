@@ -20,7 +20,7 @@ Wicker, Heo, Costabello & Weller, "Robust Explanation Constraints for Neural Net
 * ``prediction_certified``: forward IBP on the same boxes certifies the class when
   ``logit_lo[target] > max_{j != target} logit_hi[j]``.
 
-Invalid examples are never certified (the NaN rule of ``lipxai._checks``): an example whose
+Invalid examples are never certified (the NaN rule of ``lipxai._core.checks``): an example whose
 input is not finite, whose box is empty (a negative or NaN ``eps``, ``x`` outside ``domain``,
 values that are only seen under ``jit``) or whose target is not a class gets NaN gradient
 and logit bounds, and :func:`certify_explanation` turns NaN bounds into NaN changes, False
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import (
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
     in_range,

@@ -23,7 +23,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import scan_layout
+from lipxai._core.jaxpr import scan_layout
 from lipxai.bounds.interpreter import (
     UnsupportedPrimitiveError,
     eval_closed,

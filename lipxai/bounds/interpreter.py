@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import bind
+from lipxai._core.jaxpr import bind
 from lipxai.bounds import packed
 from lipxai.bounds.interval import Interval, PackedInterval, is_interval, unpacked
 from lipxai.bounds.patterns import MaxFacts, iota_axes

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import non_negative
-
+from lipxai._core.checks import non_negative
 
 #: ``precision`` of the products inside interval rules, whatever the traced function asked
 #: for: a GPU's default TF32 products (10-bit mantissa) would make bounds unsound by ~1e-3

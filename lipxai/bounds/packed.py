@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import BODIES, bind
+from lipxai._core.jaxpr import BODIES, bind
 from lipxai.bounds.interval import FULL_PRECISION, Interval, PackedInterval
 
 #: Lane-wise rules by primitive name: ``rule(eqn, invals) -> PackedInterval | None``.

@@ -29,9 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._cpu_convolutions import for_gradients
+from lipxai._core.xla_cpu import for_gradients
 from lipxai.bounds.interpreter import RULES, register_rule
-from lipxai.bounds.interval import FULL_PRECISION, Interval, greater, is_interval, lower_of, upper_of
+from lipxai.bounds.interval import (
+    FULL_PRECISION,
+    Interval,
+    greater,
+    is_interval,
+    lower_of,
+    upper_of,
+)
 from lipxai.bounds.patterns import (
     Permutation,
     masked_hull,
@@ -360,7 +367,7 @@ def _conv(a, b, **params):
     (``lipxai.bounds.packed``).
 
     The outputs of these convolutions are used whole (by comparisons, or by a backward pass),
-    so on CPU they get the threaded kernel of :func:`lipxai._cpu_convolutions.for_gradients`:
+    so on CPU they get the threaded kernel of :func:`lipxai._core.xla_cpu.for_gradients`:
     gradient bounds of the benchmark CNN (batch 128, 2 cores) took 51 ms against 66 ms."""
     params = {**params, "precision": FULL_PRECISION}
     return _bilinear(for_gradients(lambda x, y: lax.conv_general_dilated_p.bind(x, y, **params)),

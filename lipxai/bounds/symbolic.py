@@ -86,7 +86,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
-from lipxai._jaxpr import BODIES
+from lipxai._core.jaxpr import BODIES
 from lipxai.bounds import control, interpreter
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
 from lipxai.bounds.patterns import MaxFacts, iota_axes

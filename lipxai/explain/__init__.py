@@ -13,7 +13,13 @@ distances, ``classes = -1``, ``flipped`` False), and boundary attributions are N
 boundary search fails.
 """
 
-from lipxai.explain.boundary_based import big, boundary_point, boundary_saliency, boundary_smoothgrad
+from lipxai._core.xla_cpu import CPU_COMPILER_OPTIONS, compiler_options, jit
+from lipxai.explain.boundary_based import (
+    big,
+    boundary_point,
+    boundary_saliency,
+    boundary_smoothgrad,
+)
 from lipxai.explain.cam import grad_cam, grad_cam_plus_plus, layer_shapes, split_at
 from lipxai.explain.counterfactual import CounterfactualResult, counterfactual
 from lipxai.explain.gradients import (
@@ -25,7 +31,6 @@ from lipxai.explain.gradients import (
     squaregrad,
     vargrad,
 )
-from lipxai.explain._xla import CPU_COMPILER_OPTIONS, compiler_options, jit
 from lipxai.explain.integrated import (
     METHODS,
     idgi,

@@ -21,8 +21,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from lipxai import boundary as boundary_lib
-from lipxai._checks import finite_examples, nan_unless
-from lipxai.explain.gradients import _check_inputs, saliency, smoothgrad
+from lipxai._core.batched import check_inputs
+from lipxai._core.checks import finite_examples, nan_unless
+from lipxai.explain.gradients import saliency, smoothgrad
 from lipxai.explain.integrated import integrated_gradients
 
 __all__ = ["boundary_point", "boundary_saliency", "big", "boundary_smoothgrad"]
@@ -31,7 +32,7 @@ __all__ = ["boundary_point", "boundary_saliency", "big", "boundary_smoothgrad"]
 def boundary_point(fn, x, target, *, boundary=None, search=None):
     """The :class:`~lipxai.boundary.BoundaryResult` to attribute from: ``boundary`` if given
     (checked against ``x``), else ``lipxai.boundary.search(fn, x, target, **search)``."""
-    x, target, _ = _check_inputs(fn, x, target)
+    x, target, _ = check_inputs(fn, x, target)
     if search is not None and not isinstance(search, dict):
         raise TypeError(f"search must be a dict of lipxai.boundary.search options, got {type(search).__name__}")
     if boundary is None:

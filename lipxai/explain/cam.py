@@ -18,7 +18,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipxai._checks import finite_examples, floating_array, in_range, labels_for, nan_unless, non_empty
+from lipxai._core.checks import (
+    finite_examples,
+    floating_array,
+    in_range,
+    labels_for,
+    nan_unless,
+    non_empty,
+)
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_shapes", "split_at"]
 

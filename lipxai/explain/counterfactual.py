@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from lipxai import boundary as boundary_lib
-from lipxai._checks import _is_tracer, in_range, labels_for, nan_unless, one_of, positive
-from lipxai.explain.gradients import _check_inputs
+from lipxai._core.batched import check_inputs
+from lipxai._core.checks import in_range, is_tracer, labels_for, nan_unless, one_of, positive
 
 __all__ = ["CounterfactualResult", "counterfactual"]
 
@@ -121,7 +121,7 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
       distances, ``classes = -1`` and ``flipped`` False.
     """
     one_of("method", method, ("transport", "search"))
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     num_classes = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[1]
     if num_classes < 2:
         raise ValueError(f"fn must return at least 2 classes, got {num_classes}")
@@ -132,7 +132,7 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
         positive("t", t)
         if to is not None:
             to = labels_for("to", to, num_classes, x.shape[0]).astype(jnp.int32)
-            if not (_is_tracer(to) or _is_tracer(target)) and bool(jnp.any(to == target)):
+            if not (is_tracer(to) or is_tracer(target)) and bool(jnp.any(to == target)):
                 raise ValueError("to must differ from target for every example")
             valid = valid & in_range(to, num_classes) & (to != target)
         points, classes = _transport(fn, x, target, to, jnp.asarray(t, x.dtype))

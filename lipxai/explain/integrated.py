@@ -13,7 +13,7 @@ exactly as Captum's ``approximation_methods`` so that results match
 Chunking: the ``steps`` path points are never materialised for the whole batch at once
 (unless ``batch_size >= steps``); the steps are evaluated in chunks of ``batch_size`` steps,
 one after the other, each chunk one call of ``fn`` on ``batch_size * B`` examples (see
-``_chunked_reduce`` in :mod:`lipxai.explain.gradients`: a ``lax.scan`` over chunks).
+:func:`lipxai._core.batched.chunked_reduce`: a ``lax.scan`` over chunks).
 ``batch_size=None`` uses :func:`lipxai.explain.gradients.default_chunk`: at most
 :data:`~lipxai.explain.gradients.DEFAULT_CHUNK` (16) steps per chunk, on CPU usually fewer
 (it aims at ~2**17 input elements per chunk), which is also faster there; its docstring has
@@ -33,7 +33,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import (
+from lipxai._core.batched import (
+    check_batch_size,
+    check_inputs,
+    chunked_sum,
+    default_chunk,
+    flat,
+    target_grad,
+    target_logit,
+)
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
     nan_unless,
@@ -41,15 +50,6 @@ from lipxai._checks import (
     ordered_pair,
     positive,
     positive_int,
-)
-from lipxai.explain.gradients import (
-    _check_batch_size,
-    _check_inputs,
-    _chunked_sum,
-    _flat,
-    _target_grad,
-    _target_logit,
-    default_chunk,
 )
 
 __all__ = ["integrated_gradients", "idgi", "quadrature", "make_baseline", "METHODS"]
@@ -196,27 +196,27 @@ def integrated_gradients(
       approximates ``f_t(x) - f_t(baseline)`` (exactly for a linear model, except for
       ``riemann_trapezoid``: see :func:`quadrature`).
     """
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     alphas, weights = quadrature(method, steps)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     base = make_baseline(x, baseline, key=key, sigma=sigma)
     valid = valid & finite_examples(base)
     delta = x - base
     alphas = jnp.asarray(alphas, x.dtype)
     weights = jnp.asarray(weights, x.dtype)
-    grad = _target_grad(fn, per_example)
+    grad = target_grad(fn, per_example)
     bshape = (-1,) + (1,) * x.ndim
 
     def chunk_fn(idx):
         c = idx.shape[0]
         z = base[None] + alphas[idx].reshape(bshape) * delta[None]
-        _, g = grad(_flat(z), jnp.tile(target, c))
+        _, g = grad(flat(z), jnp.tile(target, c))
         g = g.reshape(z.shape)
         return jnp.tensordot(weights[idx], g, axes=1)
 
     n = alphas.shape[0]
     chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
-    return nan_unless(valid, delta * _chunked_sum(chunk_fn, n, chunk))
+    return nan_unless(valid, delta * chunked_sum(chunk_fn, n, chunk))
 
 
 def idgi(
@@ -248,14 +248,14 @@ def idgi(
     :func:`integrated_gradients` (``steps >= 2``).  Each step evaluates one gradient at
     :math:`x_i` and one forward pass at :math:`x_{i+1}`.
     """
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     n = positive_int("steps", steps, minimum=2)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     base = make_baseline(x, baseline, key=key, sigma=sigma)
     valid = valid & finite_examples(base)
     delta = x - base
-    grad = _target_grad(fn, per_example)
-    value = _target_logit(fn, per_example)
+    grad = target_grad(fn, per_example)
+    value = target_logit(fn, per_example)
     bshape = (-1,) + (1,) * x.ndim
     red = tuple(range(2, x.ndim + 1))
 
@@ -266,8 +266,8 @@ def idgi(
         z0 = base[None] + a0 * delta[None]
         z1 = base[None] + a1 * delta[None]
         t = jnp.tile(target, c)
-        f0, g = grad(_flat(z0), t)
-        f1 = value(_flat(z1), t)
+        f0, g = grad(flat(z0), t)
+        f1 = value(flat(z1), t)
         g = g.reshape(z0.shape)
         d = (f1 - f0).reshape((c, x.shape[0]) + (1,) * (x.ndim - 1)).astype(x.dtype)
         sq = g * g
@@ -276,4 +276,4 @@ def idgi(
         return (jnp.where(norm > 0, sq / safe, 0) * d).sum(0)
 
     chunk = default_chunk(n, x.shape) if batch_size is None else batch_size
-    return nan_unless(valid, _chunked_sum(chunk_fn, n, chunk))
+    return nan_unless(valid, chunked_sum(chunk_fn, n, chunk))

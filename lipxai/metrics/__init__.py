@@ -26,7 +26,7 @@ Conventions: ``fn(x) -> logits`` is batched, ``x`` is ``[B, ...]`` (images NHWC 
 ``float[B]``; randomness takes an explicit ``key``; work that multiplies the batch (steps,
 samples) is chunked with ``batch_size``.
 
-NaN rule (issue 18; :mod:`lipxai._checks`).  Invalid arguments that can be checked before
+NaN rule (issue 18; :mod:`lipxai._core.checks`).  Invalid arguments that can be checked before
 tracing raise ``ValueError``/``TypeError`` naming them (a concrete target out of range
 included).  What cannot be checked there never gives a plausible score:
 

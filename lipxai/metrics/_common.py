@@ -6,8 +6,8 @@ Metrics that evaluate the model (or an explanation function) at ``n`` perturbed 
 batch (deletion steps, noise samples, random subsets, ...) never materialise ``n x B`` inputs
 at once: :func:`chunked` evaluates them in chunks of ``batch_size`` copies, one chunk after
 the other, each chunk one call of ``fn`` on ``batch_size * B`` examples.  It is
-:func:`lipxai.explain.gradients._chunked_reduce` (chunks in a ``lax.scan``, the same
-:func:`~lipxai.explain.gradients.default_chunk` for ``batch_size=None``), for a sum or a
+:func:`lipxai._core.batched.chunked_reduce` (chunks in a ``lax.scan``, the same
+:func:`lipxai.explain.default_chunk` for ``batch_size=None``), for a sum or a
 maximum; curves (one value per step) are collected as a
 sum of zero-padded rows (:func:`chunked_rows`), which costs ``n x B`` floats per chunk.
 
@@ -34,17 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai._checks import (
-    _is_tracer,
+from lipxai._core.batched import check_batch_size, chunked_reduce, default_chunk
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
+    is_tracer,
     labels_for,
     non_empty,
     non_negative,
     one_of,
     positive,
 )
-from lipxai.explain.gradients import _check_batch_size, _chunked_reduce, _flat, default_chunk
 from lipxai.explain.integrated import make_baseline
 
 __all__: list[str] = []
@@ -77,7 +77,7 @@ def check_attribution_batch(attributions, *, min_rank: int = 2):
 def check_key(key, name: str = "key"):
     if key is None:
         raise ValueError(f"{name} must be a jax.random key, got None")
-    if not _is_tracer(key) and not hasattr(key, "shape"):
+    if not is_tracer(key) and not hasattr(key, "shape"):
         raise TypeError(f"{name} must be a jax.random key, got {type(key).__name__}")
     return key
 
@@ -103,7 +103,7 @@ def check_explain_fn(explain_fn, x, target):
 
 def check_real(name: str, value, *, strict: bool = False):
     """A finite real number ``>= 0`` (``> 0`` if ``strict``) as a float (a static argument of
-    the jitted metrics): the shared checks of ``lipxai._checks``, which reject NaN."""
+    the jitted metrics): the shared checks of ``lipxai._core.checks``, which reject NaN."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} 0, "
                          f"got {value!r}")
@@ -117,7 +117,7 @@ def real_arg(name: str, value, *, strict: bool = False):
     passes unchecked and ``ok`` is a traced 0-d bool, whether it is finite and ``>= 0``
     (``> 0`` if ``strict``): the metric's scores are NaN where it is False (the NaN rule of
     :mod:`lipxai.metrics`)."""
-    if not _is_tracer(value):
+    if not is_tracer(value):
         return check_real(name, value, strict=strict), True
     return value, jnp.isfinite(value) & ((value > 0) if strict else (value >= 0))
 
@@ -130,7 +130,7 @@ def finite_in(*arrays):
 
 def chunk_of(batch_size, n: int, x_shape) -> int:
     """The chunk (copies per chunk) for ``n`` copies of a batch of shape ``x_shape``."""
-    batch_size = _check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     return default_chunk(n, x_shape) if batch_size is None else min(batch_size, n)
 
 
@@ -203,11 +203,11 @@ def chunked(chunk_fn, n: int, chunk: int, reduce: str = "sum"):
     """``reduce_k chunk_fn(idx_k)`` over consecutive index chunks covering ``range(n)``.
 
     ``chunk_fn(idx: int32[c])`` returns a pytree already reduced (``reduce="sum"`` or
-    ``"max"``) over its ``c`` indices: :func:`lipxai.explain.gradients._chunked_reduce`
+    ``"max"``) over its ``c`` indices: :func:`lipxai._core.batched.chunked_reduce`
     (full chunks in a ``lax.scan``, a shorter remainder chunk evaluated last).
     """
     op, fill = {"sum": (jnp.add, 0), "max": (jnp.maximum, -jnp.inf)}[reduce]
-    return _chunked_reduce(chunk_fn, n, chunk, op, fill)
+    return chunked_reduce(chunk_fn, n, chunk, op, fill)
 
 
 def chunked_rows(rows_fn, n: int, chunk: int):
@@ -218,11 +218,6 @@ def chunked_rows(rows_fn, n: int, chunk: int):
         return jnp.zeros((n,) + rows.shape[1:], rows.dtype).at[idx].set(rows)
 
     return chunked(chunk_fn, n, chunk, "sum")
-
-
-def flat(z):
-    """``[c, B, ...] -> [c * B, ...]``."""
-    return _flat(z)
 
 
 # ---------------------------------------------------------------------------------------

@@ -85,15 +85,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import (
-    _is_tracer,
+from lipxai._core.batched import check_inputs, target_grad
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
+    is_tracer,
     nan_unless,
     one_of,
     positive_int,
 )
-from lipxai.explain.gradients import _check_inputs, _target_grad
 from lipxai.metrics import similarity
 from lipxai.metrics._common import check_key, check_real, descending_rank, map_shape, real_arg
 from lipxai.metrics.smoothing import softplus_relu
@@ -177,7 +177,7 @@ def _mse(ma, mb):
 
 
 def _saliency(fn, z, t):
-    return _target_grad(fn)(z, t)[1]
+    return target_grad(fn)(z, t)[1]
 
 
 @functools.partial(
@@ -328,7 +328,7 @@ def _check_clip(clip, x):
             or not clip[0] < clip[1]):
         raise ValueError(f"clip must be None or a pair (low, high) with low < high, got {clip!r}")
     lo, hi = float(clip[0]), float(clip[1])
-    if not _is_tracer(x):
+    if not is_tracer(x):
         values = np.asarray(x)
         values = values[np.isfinite(values)]  # a NaN or infinite example gives NaN instead
         if values.size and (values.min() < lo or values.max() > hi):
@@ -385,7 +385,7 @@ def attack_explanation(fn, x, target, *, eps: float, explain="saliency",
       An :class:`ExplanationAttack` (NaN, and ``prediction_kept`` False, for an invalid
       example: module docstring).
     """
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     if isinstance(explain, str):
         one_of("explain", explain, ("saliency",))
         explain_ = _SALIENCY

@@ -25,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lipxai._checks import finite_examples, nan_unless
+from lipxai._core.checks import finite_examples, nan_unless
 from lipxai.metrics._common import check_attribution_batch, normalised, real_arg
 
 __all__ = ["sparseness", "complexity", "effective_complexity"]

@@ -43,15 +43,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import (
-    _is_tracer,
+from lipxai._core.batched import check_inputs, flat
+from lipxai._core.checks import (
     floating_array,
+    is_tracer,
     nan_unless,
     non_empty,
     one_of,
     positive_int,
 )
-from lipxai.explain.gradients import _check_inputs
 from lipxai.metrics._common import (
     FEATURES,
     baseline_of,
@@ -65,7 +65,6 @@ from lipxai.metrics._common import (
     feature_mask,
     feature_values,
     finite_in,
-    flat,
     model_score,
     pearson,
     real_arg,
@@ -85,7 +84,7 @@ __all__ = [
 
 def _common_args(fn, x, target, attributions, output, features):
     """``(x, target, a, valid)``: ``valid: bool[B]``, finite ``x`` and a target in range."""
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     a = check_attributions(attributions, x)
     one_of("output", output, ("softmax", "logit"))
     one_of("features", features, FEATURES)
@@ -530,7 +529,7 @@ def noisy_linear_imputation(x, mask, *, key=None, noise: float = 0.01, iteration
     noise, noise_ok = real_arg("noise", noise)
     iterations = positive_int("iterations", iterations)
     tol = check_real("tol", tol, strict=True)
-    noisy = _is_tracer(noise) or noise > 0
+    noisy = is_tracer(noise) or noise > 0
     if noisy:
         check_key(key)
     m = jnp.asarray(mask).astype(x.dtype)[..., None]
@@ -593,7 +592,7 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
     x = floating_array("x", x)
     if x.ndim != 4:
         raise ValueError(f"x must be images [B, H, W, C] for road, got shape {tuple(x.shape)}")
-    x, target, valid = _check_inputs(fn, x, target)
+    x, target, valid = check_inputs(fn, x, target)
     a = check_attributions(attributions, x)
     one_of("output", output, ("accuracy", "softmax", "logit"))
     one_of("order", order, ("morf", "lerf"))

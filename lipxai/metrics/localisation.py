@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lipxai._checks import _is_tracer, floating_array, nan_unless, one_of, positive_int
+from lipxai._core.checks import floating_array, is_tracer, nan_unless, one_of, positive_int
 from lipxai.metrics._common import (
     FEATURES,
     average_ranks,
@@ -110,7 +110,7 @@ def _check_map(name, m, shape, *, binary):
 
 def _check_nonempty(name, m, shape, features):
     """Raise when a concrete mask marks no feature of some example."""
-    if _is_tracer(m):
+    if is_tracer(m):
         return
     counts = _features_of(np.asarray(m), shape, features, True, np).sum(-1)
     empty = np.flatnonzero(counts == 0)
@@ -409,11 +409,11 @@ def human_alignment(attributions, human_maps, *, measure: str = "spearman",
     one_of("features", features, FEATURES)
     one_of("measure", measure, ("spearman", "auc"))
     threshold, threshold_ok = real_arg("threshold", threshold)
-    if not _is_tracer(threshold) and threshold >= 1:
+    if not is_tracer(threshold) and threshold >= 1:
         raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
     h = _check_map("human_maps", human_maps, a.shape, binary=False).astype(a.dtype)
     valid = finite_in(a, h) & threshold_ok & (threshold < 1)
-    if not (_is_tracer(h) or _is_tracer(threshold)):  # where finite: a NaN map gives NaN
+    if not (is_tracer(h) or is_tracer(threshold)):  # where finite: a NaN map gives NaN
         hv = _features_of(np.asarray(h), a.shape, features, False, np)
         finite = np.isfinite(hv).all(-1)
         if measure == "spearman":

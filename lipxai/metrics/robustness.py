@@ -28,7 +28,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lipxai._checks import nan_unless, one_of, positive_int
+from lipxai._core.batched import flat
+from lipxai._core.checks import nan_unless, one_of, positive_int
 from lipxai.metrics._common import (
     NORMS,
     check_explain_fn,
@@ -37,9 +38,8 @@ from lipxai.metrics._common import (
     chunked,
     draws,
     finite_in,
-    flat,
-    normalised,
     norm,
+    normalised,
     real_arg,
     spearman,
 )

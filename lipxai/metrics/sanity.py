@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._checks import (
+from lipxai._core.batched import flat
+from lipxai._core.checks import (
     finite_examples,
     floating_array,
     in_range,
@@ -52,7 +53,6 @@ from lipxai.metrics._common import (
     chunk_of,
     chunked,
     finite_in,
-    flat,
     map_shape,
     normalised,
 )

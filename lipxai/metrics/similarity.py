@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lipxai._checks import (
+from lipxai._core.checks import (
     floating_array,
     nan_unless,
     non_empty,

@@ -59,8 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._checks import positive
-from lipxai._jaxpr import Rewriter
+from lipxai._core.checks import positive
+from lipxai._core.jaxpr import Rewriter
 
 __all__ = ["softplus_relu"]
 

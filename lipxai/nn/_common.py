@@ -6,7 +6,7 @@ import numbers
 
 import jax.numpy as jnp
 
-from lipxai._checks import positive_int
+from lipxai._core.checks import positive_int
 
 
 def check_method(layer: str, method: str, methods) -> None:

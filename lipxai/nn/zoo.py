@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from lipxai._checks import one_of
+from lipxai._core.checks import one_of
 from lipxai.nn.activations import GroupSort
 from lipxai.nn.conv import OrthoConv
 from lipxai.nn.dense import OrthoDense

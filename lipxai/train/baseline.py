@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import optax
 
-from lipxai._checks import positive_int
+from lipxai._core.checks import positive_int
 
 
 def fit_cross_entropy(model, x, labels, *, steps: int, key, batch_size: int = 128,

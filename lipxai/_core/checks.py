@@ -47,7 +47,7 @@ def labels_for(name: str, labels, num_classes: int, batch: int):
         raise TypeError(f"{name} must be an integer array, got dtype {dtype}")
     if tuple(np.shape(labels)) != (batch,):
         raise ValueError(f"{name} must have shape ({batch},), got {tuple(np.shape(labels))}")
-    if not _is_tracer(labels) and batch > 0:
+    if not is_tracer(labels) and batch > 0:
         values = np.asarray(labels)  # concrete: no jax op, which would be staged under jit
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= num_classes:
@@ -67,7 +67,7 @@ def non_negative(name: str, value):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         return value
-    if not _is_tracer(value):
+    if not is_tracer(value):
         arr = np.asarray(value)
         if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
             raise TypeError(f"{name} must be a real number or array, got {arr.dtype}")
@@ -110,7 +110,7 @@ def ordered_pair(name: str, value):
     Traced entries pass unchecked (the callers make their outputs NaN for an empty range)."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
-    concrete = [np.asarray(v) for v in value if not _is_tracer(v)]
+    concrete = [np.asarray(v) for v in value if not is_tracer(v)]
     for v in concrete:
         real = np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)
         if v.ndim or not real or not np.isfinite(v):
@@ -156,7 +156,6 @@ def one_of(name: str, value, choices):
     return value
 
 
-def _is_tracer(x) -> bool:
-    import jax
-
+def is_tracer(x) -> bool:
+    """Whether ``x`` is traced (under ``jit``/``grad``/``vmap``), so its value cannot be checked."""
     return isinstance(x, jax.core.Tracer)

@@ -1,5 +1,5 @@
 """Re-evaluating jaxpr equations: what the jaxpr interpreters (lipxai.bounds,
-lipxai.metrics.softplus_relu, lipxai._cpu_convolutions) share, and :class:`Rewriter`, the
+lipxai.metrics.softplus_relu, lipxai._core.xla_cpu) share, and :class:`Rewriter`, the
 equation-replacing interpreter of the last two."""
 
 from __future__ import annotations
