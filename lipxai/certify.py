@@ -19,10 +19,12 @@ import itertools
 import math
 import numbers
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import lipxai.nn as lnn
 from lipxai._core.checks import (
     finite_examples,
     floating_array,
@@ -36,6 +38,9 @@ from lipxai._core.checks import (
     positive,
     positive_int,
 )
+from lipxai.nn.export import sequential_layers
+from lipxai.nn.plain import Bias, FourierConv
+from lipxai.nn.residual import sll_scale
 
 _NORMS = ("l2", "linf")
 _MODES = ("global", "rowwise")
@@ -374,10 +379,6 @@ def lipschitz_upper_bound(module, variables, input_shape):
     spectrum in ``[1 - 2 ||M||^2, 1]``; Araujo et al. 2023). Centering layers are
     bounded in evaluation mode (a shift, 1). A layer it does not know raises ``TypeError``.
     """
-    import flax.linen as nn
-
-    from lipxai.nn.export import sequential_layers
-
     if not isinstance(module, nn.Sequential):
         shape = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
         return jnp.asarray(_layer_bound(module, variables, shape), jnp.float32)
@@ -388,11 +389,6 @@ def lipschitz_upper_bound(module, variables, input_shape):
 
 
 def _layer_bound(layer, variables, shape):
-    import flax.linen as nn
-
-    import lipxai.nn as lnn
-    from lipxai.nn.plain import Bias, FourierConv
-
     one = (lnn.GroupSort, lnn.FullSort, lnn.MaxMin, lnn.Householder, lnn.L2NormPool,
            lnn.GlobalL2NormPool, lnn.InvertibleDownsample, lnn.Flatten, lnn.LayerCentering,
            lnn.BatchCentering, Bias)
@@ -437,9 +433,6 @@ def _flax_conv_bound(layer, kernel, shape):
 
 
 def _sll_bound(layer, params, shape):
-    import lipxai.nn as lnn
-    from lipxai.nn.residual import sll_scale
-
     kernel = params["kernel"]
     if isinstance(layer, lnn.SLLDense):
         t = sll_scale(jnp.abs(kernel.T @ kernel), params["q"])

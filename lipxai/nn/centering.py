@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from lipxai.nn._common import check_features_input
+from lipxai.nn.plain import Bias
 
 
 class BatchCentering(nn.Module):
@@ -40,8 +41,6 @@ class BatchCentering(nn.Module):
 
     @nn.nowrap
     def export_plain(self, variables, input_shape=None):
-        from lipxai.nn.plain import Bias
-
         shift = variables["params"]["bias"] - variables["batch_stats"]["mean"]
         return Bias(), {"params": {"bias": shift}}
 

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 
 from lipxai.nn._common import pair
-from lipxai.nn.conv import apply_cayley, conv2d
+from lipxai.nn.functional import apply_cayley, conv2d
 
 
 class FourierConv(nn.Module):

@@ -13,16 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lipxai.nn._common import check_features_input, pair
-
-
-def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
-    """``[B, H, W, C] -> [B, H/f, W/f, f*f*C]``: a permutation of coordinates, hence orthogonal."""
-    b, h, w, c = x.shape
-    if h % factor or w % factor:
-        raise ValueError(f"space_to_depth: image size {h}x{w} is not divisible by factor {factor}")
-    x = x.reshape(b, h // factor, factor, w // factor, factor, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // factor, w // factor, factor * factor * c)
-
+from lipxai.nn.functional import space_to_depth
 
 #: Name of the jitted function that computes the unit vectors ``x_w / ||x_w||`` of
 #: non-overlapping windows (``{kh}x{kw}``: the window).  ``lipxai.bounds`` recognises it in

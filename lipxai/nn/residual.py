@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 from lipxai.nn import reparam
 from lipxai.nn._common import check_features_input, pair
-from lipxai.nn.conv import conv2d
+from lipxai.nn.functional import conv2d
+from lipxai.nn.plain import ConvResidual, DenseResidual
 
 _TINY = 1e-12
 
@@ -64,8 +65,6 @@ class SLLDense(nn.Module):
 
     @nn.nowrap
     def export_plain(self, variables, input_shape=None):
-        from lipxai.nn.plain import DenseResidual
-
         p = variables["params"]
         a, b = sll_dense_weights(p["kernel"], p["q"])
         return DenseResidual(a.shape[1]), {"params": {"in_kernel": a, "bias": p["bias"], "out_kernel": b}}
@@ -94,8 +93,6 @@ class SLLConv(nn.Module):
 
     @nn.nowrap
     def export_plain(self, variables, input_shape=None):
-        from lipxai.nn.plain import ConvResidual
-
         p = variables["params"]
         a, b = sll_conv_weights(p["kernel"], p["q"])
         return ConvResidual(a.shape[3], a.shape[:2]), {"params": {"in_kernel": a, "bias": p["bias"], "out_kernel": b}}
