@@ -7,7 +7,8 @@ method="symbolic")`` tightens the forward values with linear bounds in the input
 (``lipxai.bounds.symbolic``).
 """
 
-from lipxai.bounds import control, rules, symbolic  # noqa: F401  (register the rules)
+# The rule modules register their rules into lipxai.bounds.registry when imported.
+from lipxai.bounds import control, rules, symbolic  # noqa: F401
 from lipxai.bounds.certificates import (
     SCORES,
     GradientBounds,
@@ -16,16 +17,11 @@ from lipxai.bounds.certificates import (
     params_box,
     prediction_certified,
 )
-from lipxai.bounds.interpreter import (
-    METHODS,
-    RULES,
-    UnsupportedPrimitiveError,
-    eval_jaxpr,
-    interval,
-    register_rule,
-)
+from lipxai.bounds.interpreter import eval_jaxpr
 from lipxai.bounds.interval import Interval, box, hull, is_interval, point
+from lipxai.bounds.registry import RULES, UnsupportedPrimitiveError, register_rule
 from lipxai.bounds.rules import registered_primitives
+from lipxai.bounds.transform import METHODS, interval
 
 __all__ = [
     "METHODS",

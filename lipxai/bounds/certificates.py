@@ -47,9 +47,9 @@ from lipxai._core.checks import (
     ordered_pair,
     positive_int,
 )
-from lipxai.bounds.interpreter import METHODS, interval
 from lipxai.bounds.interval import Interval, as_interval, is_interval
 from lipxai.bounds.rules import abs_bounds
+from lipxai.bounds.transform import METHODS, interval
 
 #: ``loss=`` names of :func:`gradient_bounds`; a callable ``loss(logits, target) -> [B]`` works too.
 SCORES = ("logit", "cross_entropy")

@@ -7,7 +7,7 @@ named functions get tighter rules than their bodies would: ``log_softmax`` and `
 cannot see), ``logaddexp`` (monotone in both arguments; softplus is ``logaddexp(x, 0)``) and
 the unit vectors ``x_w / ||x_w||`` in the gradient of L2-norm pooling (in ``[-1, 1]``, where
 ``x * (1 / sqrt(sum x^2))`` would be unbounded near 0).
-The Fourier-domain convolutions of Cayley layers (:data:`lipxai.nn.reparam.CONV_SPECTRUM_NAME`,
+The Fourier-domain convolutions of Cayley layers (:data:`lipxai._core.windows.CONV_SPECTRUM_NAME`,
 and its transpose in a gradient) are linear: they get their exact hull ``A c +/- |A| r``.
 ``cond`` with an uncertain index takes the hull of the branches it may run; ``scan`` (fixed
 trip count) runs the interval body in a ``lax.scan``.
@@ -24,12 +24,8 @@ from jax import lax
 from jax.extend import core as jcore
 
 from lipxai._core.jaxpr import scan_layout
-from lipxai.bounds.interpreter import (
-    UnsupportedPrimitiveError,
-    eval_closed,
-    eval_jaxpr,
-    register_rule,
-)
+from lipxai._core.windows import CONV_SPECTRUM_NAME, UNIT_VECTORS_NAME
+from lipxai.bounds.interpreter import eval_closed, eval_jaxpr
 from lipxai.bounds.interval import (
     Interval,
     as_interval,
@@ -38,8 +34,8 @@ from lipxai.bounds.interval import (
     unpacked,
     upper_of,
 )
-from lipxai.nn.pooling import UNIT_VECTORS_NAME
-from lipxai.nn.reparam import CONV_SPECTRUM_NAME
+from lipxai.bounds.registry import UnsupportedPrimitiveError, register_rule
+from lipxai.bounds.rules import abs_bounds
 
 lo, hi = lower_of, upper_of
 
@@ -85,8 +81,6 @@ def _unit_vector_bounds(x: Interval, kh: int, kw: int) -> Interval:
     the bounds are attained at ``(x_i = hi, R = R_lo if hi >= 0 else R_hi)`` and
     ``(x_i = lo, R = R_hi if lo >= 0 else R_lo)``; R's bounds are rounded outwards.
     """
-    from lipxai.bounds.rules import abs_bounds
-
     b, h, w, c = x.shape
     hc, wc = h - h % kh, w - w % kw
 
@@ -224,7 +218,7 @@ def _circular_convolution_bounds(closed, args):
     return outs
 
 
-def _named_call(name: str, closed, args):
+def named_call(name: str, closed, args):
     """Tighter bounds for named jitted functions; None when there is no special rule."""
     if _CONV_SPECTRUM.match(name):
         return _circular_convolution_bounds(closed, args)
@@ -247,7 +241,7 @@ def _named_call(name: str, closed, args):
 def _call_rule(param: str):
     def rule(*args, **params):
         closed = params[param]
-        named = _named_call(params.get("name", ""), closed, args)
+        named = named_call(params.get("name", ""), closed, args)
         if named is not None:
             return named
         if hasattr(closed, "consts"):
@@ -265,7 +259,8 @@ register_rule("remat2", _call_rule("jaxpr"))
 register_rule("checkpoint", _call_rule("jaxpr"))
 
 
-def _function_name(closed) -> str:
+def function_name(closed) -> str:
+    """The name of the Python function a call's jaxpr was traced from (``""`` if unknown)."""
     info = getattr(closed.jaxpr, "debug_info", None)
     src = getattr(info, "func_src_info", None) or ""
     return src.split(" ")[0]
@@ -273,7 +268,7 @@ def _function_name(closed) -> str:
 
 @register_rule("custom_jvp_call")
 def _custom_jvp_call(*args, call_jaxpr, num_consts, **params):
-    if _function_name(call_jaxpr) == "logaddexp" and len(args) == 2:
+    if function_name(call_jaxpr) == "logaddexp" and len(args) == 2:
         a, b = args
         return [Interval(jnp.logaddexp(lo(a), lo(b)), jnp.logaddexp(hi(a), hi(b)))]
     return eval_closed(call_jaxpr, *args, keep_packed=True)

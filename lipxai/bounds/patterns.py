@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from lipxai._core.windows import from_window_positions, window_position
 from lipxai.bounds.interval import (
     Interval,
     as_interval,
@@ -41,7 +42,6 @@ from lipxai.bounds.interval import (
     lower_of,
     upper_of,
 )
-from lipxai.nn.pooling import from_window_positions, window_position
 
 
 def _var(atom):

@@ -30,7 +30,6 @@ import numpy as np
 from jax import lax
 
 from lipxai._core.xla_cpu import for_gradients
-from lipxai.bounds.interpreter import RULES, register_rule
 from lipxai.bounds.interval import (
     FULL_PRECISION,
     Interval,
@@ -47,6 +46,7 @@ from lipxai.bounds.patterns import (
     sort_bounds,
     value_range,
 )
+from lipxai.bounds.registry import RULES, register_rule
 from lipxai.nn.activations import sorting_network_cotangent_p, sorting_network_tangent_p
 
 lo, hi = lower_of, upper_of

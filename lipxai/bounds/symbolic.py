@@ -8,7 +8,7 @@ ReLU pre-activations of deeper layers come out so wide that many neurons are *un
 Weng et al., "Towards Fast Computation of Certified Robustness for ReLU Networks", ICML 2018)
 widens with every one of them.
 
-This module is a companion of the interval interpreter (``lipxai.bounds.interpreter``): while
+This module is a companion of the interval interpreter (:mod:`lipxai.bounds.interpreter`): while
 the jaxpr is interpreted on Intervals as usual, each value ``v`` that depends on the input
 through linear operations and ReLUs may also carry *linear bounds* in the input::
 
@@ -87,9 +87,11 @@ from jax import lax
 from jax.extend import core as jcore
 
 from lipxai._core.jaxpr import BODIES
-from lipxai.bounds import control, interpreter
+from lipxai.bounds.control import function_name, named_call
+from lipxai.bounds.interpreter import eval_eqn
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
 from lipxai.bounds.patterns import MaxFacts, iota_axes
+from lipxai.bounds.registry import SYMBOLIC_RULES, TIGHTENS, register_symbolic_rule
 
 lo, hi = lower_of, upper_of
 
@@ -158,24 +160,6 @@ def _intersect(a: Interval, b: Interval) -> Interval:
 
 
 # --------------------------------------------------------------------------- the rules
-
-#: Linear-bound rules by primitive name: ``rule(invals, lins, out_aval, **params) -> Linear or
-#: None`` (None: the output carries an interval only).  ``lins[i]`` is the Linear of input i
-#: or None.  ``TIGHTENS`` names the rules whose concretisation can be tighter than the
-#: interval rule (the others: the interval rule is already exact given the input intervals).
-SYMBOLIC_RULES: dict[str, Callable] = {}
-TIGHTENS: set[str] = set()
-
-
-def register_symbolic_rule(name: str, *, tightens: bool = False):
-    def register(rule):
-        SYMBOLIC_RULES[name] = rule
-        if tightens:
-            TIGHTENS.add(name)
-        return rule
-
-    return register
-
 
 def _map(fn, lin: Linear) -> Linear:
     """A linear map with non-negative coefficients (layouts, sums): applied to each bound."""
@@ -673,7 +657,7 @@ def _window_l2_norms(invals, lins, out_aval, body):
 def _custom_jvp_call(invals, lins, out_aval, *, call_jaxpr, **params):
     """The named custom-JVP functions of :data:`_NAMED_CUSTOM_JVP` (the others are
     interpreted through their bodies, see :func:`_call_body`)."""
-    rule = _NAMED_CUSTOM_JVP.get(control._function_name(call_jaxpr))
+    rule = _NAMED_CUSTOM_JVP.get(function_name(call_jaxpr))
     return None if rule is None else rule(invals, lins, out_aval, call_jaxpr)
 
 
@@ -695,9 +679,9 @@ def _call_body(eqn, invals):
     rule of the call is tighter (the named functions of ``lipxai.bounds.control``)."""
     name = eqn.primitive.name
     body = eqn.params[_CALLS[name]]
-    if name == "custom_jvp_call" and control._function_name(body) in _NAMED_CUSTOM_JVP:
+    if name == "custom_jvp_call" and function_name(body) in _NAMED_CUSTOM_JVP:
         return None
-    if name in ("jit", "pjit") and control._named_call(eqn.params.get("name", ""), body,
+    if name in ("jit", "pjit") and named_call(eqn.params.get("name", ""), body,
                                                        invals) is not None:
         return None
     if hasattr(body, "consts"):
@@ -716,7 +700,7 @@ def _eval_symbolic_eqn(eqn, invals, inlins, facts):
     if decided is not None:
         outs = decided if eqn.primitive.multiple_results else [decided]
         return outs, [None] * n_out
-    out = interpreter._eval_eqn(eqn, invals)
+    out = eval_eqn(eqn, invals)
     if eqn.primitive.multiple_results:
         if name != "custom_jvp_call" or n_out != 1:
             return out, [None] * n_out
@@ -769,7 +753,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
         lin = _sum_terms([lin_a, _neg(lin_b)], shape)
         return None if lin is None else concretize(lin)
 
-    facts = MaxFacts(read, interpreter._eval_eqn, difference, iota_axes(jaxpr))
+    facts = MaxFacts(read, eval_eqn, difference, iota_axes(jaxpr))
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         inlins = [read_lin(v) for v in eqn.invars]
@@ -777,7 +761,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
             outvals, outlins = _eval_symbolic_eqn(eqn, invals, inlins, facts)
         else:
             decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
-            outvals = decided if decided is not None else interpreter._eval_eqn(eqn, invals)
+            outvals = decided if decided is not None else eval_eqn(eqn, invals)
             if not eqn.primitive.multiple_results:
                 outvals = [outvals]
             outlins = [None] * len(eqn.outvars)

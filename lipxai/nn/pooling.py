@@ -12,14 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lipxai._core.windows import UNIT_VECTORS_NAME, from_window_positions, window_position
 from lipxai.nn._common import check_features_input, pair
 from lipxai.nn.functional import space_to_depth
-
-#: Name of the jitted function that computes the unit vectors ``x_w / ||x_w||`` of
-#: non-overlapping windows (``{kh}x{kw}``: the window).  ``lipxai.bounds`` recognises it in
-#: gradient jaxprs and bounds it per component instead of as ``x * (1 / sqrt(sum x^2))``,
-#: whose interval is unbounded near ``x_w = 0`` while the true value lies in ``[-1, 1]``.
-UNIT_VECTORS_NAME = "l2pool_unit_vectors_{kh}x{kw}"
 
 
 @functools.cache
@@ -49,7 +44,7 @@ def window_l2_norms(x: jax.Array, window: tuple[int, int], strides: tuple[int, i
 
     Its derivative is ``x_w / ||x_w||`` (0 at ``x_w = 0``, a subgradient, instead of the
     NaN of ``sqrt``).  For non-overlapping windows the unit vectors come from one named
-    function (:data:`UNIT_VECTORS_NAME`) so that interval bounds of gradients stay in
+    function (:data:`~lipxai._core.windows.UNIT_VECTORS_NAME`) so that interval bounds of gradients stay in
     ``[-1, 1]``.
     """
     return jnp.sqrt(_window_sums(x * x, window, strides))
@@ -126,28 +121,6 @@ class Flatten(nn.Module):
 #: (elementwise ops only, which XLA fuses into the gradient's select); larger ones through a
 #: min-reduction of flat indices (one extra pass over the input).
 _SEQUENTIAL_MASK_MAX = 16
-
-
-def window_position(array: jax.Array, axes, position) -> jax.Array:
-    """The keepdims slice of ``array`` at index ``position[i]`` of each window axis
-    ``axes[i]``."""
-    index = [slice(None)] * array.ndim
-    for a, j in zip(axes, position, strict=True):
-        index[a] = slice(j, j + 1)
-    return array[tuple(index)]
-
-
-def from_window_positions(parts: dict, axes, sizes) -> jax.Array:
-    """The inverse of :func:`window_position`: ``parts[position]`` for every position of a
-    window of ``sizes``, concatenated back along ``axes``."""
-
-    def assemble(prefix):
-        if len(prefix) == len(axes):
-            return parts[prefix]
-        return jnp.concatenate([assemble(prefix + (j,)) for j in range(sizes[len(prefix)])],
-                               axis=axes[len(prefix)])
-
-    return assemble(())
 
 
 def _first_max_mask(blocks: jax.Array, y: jax.Array, axes: tuple[int, ...]) -> jax.Array:

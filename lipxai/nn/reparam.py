@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lipxai._core.windows import CONV_SPECTRUM_NAME
+
 _TINY = 1e-12
 
 
@@ -214,12 +216,6 @@ def cayley_conv_spectrum(kernel: jax.Array, grid) -> jax.Array:
     return jnp.linalg.solve(eye + skew, eye - skew)
 
 
-#: Name of the jitted function that :func:`apply_conv_spectrum` calls.  ``lipxai.bounds``
-#: recognises it, and the calls that JAX derives from it under ``grad`` (its transpose keeps
-#: the name), as per-example circular convolutions: linear maps with an exact interval hull.
-CONV_SPECTRUM_NAME = "lipxai_conv_spectrum"
-
-
 def _conv_spectrum(x: jax.Array, spectrum: jax.Array) -> jax.Array:
     n1, n2 = x.shape[1], x.shape[2]
     x_hat = jnp.fft.rfft2(x, axes=(1, 2))
@@ -237,7 +233,7 @@ def apply_conv_spectrum(x: jax.Array, spectrum: jax.Array) -> jax.Array:
     ``y = irfft2(S(f) rfft2(x)(f))`` is linear in ``x`` and commutes with circular shifts: a
     circular convolution ``y[p] = sum_q K[p - q] x[q]`` with the full-grid kernel
     ``K = irfft2(S)`` ``[n1, n2, c_out, c_in]`` (Trockman & Kolter 2021 apply their Cayley
-    convolutions this way).  It runs as one jitted call named :data:`CONV_SPECTRUM_NAME`, so
+    convolutions this way).  It runs as one jitted call named :data:`~lipxai._core.windows.CONV_SPECTRUM_NAME`, so
     that interval bounds see the whole linear map (an FFT alone has no interval rule).
     """
     return _conv_spectrum_call(x, spectrum)
