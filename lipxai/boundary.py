@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lipxai._core import margins
 from lipxai._core.checks import (
     finite_examples,
     floating_array,
@@ -106,16 +107,9 @@ class BoundaryResult:
 # ---------------------------------------------------------------------------------------
 
 
-def _margin_of_logits(logits, target):
-    c = logits.shape[1]
-    own = jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(target, c, dtype=bool), -jnp.inf, logits)
-    return own - jnp.max(others, axis=1)
-
-
 def margin(fn, x, target):
     """``m(x) = f_target(x) - max_{j != target} f_j(x)``, ``float[B]``."""
-    return _margin_of_logits(fn(x), target)
+    return margins.margin(fn(x), target)
 
 
 def _bc(v, x):
@@ -257,7 +251,7 @@ def _deepfool(fn, target, x, m0, norm, iters, overshoot, num_classes):
             step = _bc(fl / jnp.maximum(nl * nl, _TINY), x) * wl
         else:
             step = _bc(fl / jnp.maximum(nl, _TINY), x) * jnp.sign(wl)
-        return _margin_of_logits(logits, target), step
+        return margins.margin(logits, target), step
 
     return _newton(step_fn, x, m0, iters, overshoot)
 
@@ -378,7 +372,7 @@ def _search(fn, x, target, ladder, **options):
 
 def _search_in(fn, x, target, ladder, *, norm, method, num_classes, steps, step_size, eps_bisect,
                max_iter, overshoot, cw_steps, cw_rounds, cw_lr, cw_c, kappa, refine_steps, tol):
-    mfn = lambda z: _margin_of_logits(fn(z), target)
+    mfn = lambda z: margins.margin(fn(z), target)
     m0 = mfn(x)
     if method == "pgd":
         p = _pgd(mfn, x, m0, ladder, norm, steps, step_size, eps_bisect)

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from lipxai._core import checks
+from lipxai._core.margins import runner_up
 
 __all__ = [
     "hinge_margin",
@@ -211,8 +212,7 @@ def margin_eikonal(fn, x, labels, *, target=1.0):
         logits = fn(inputs)
         rows = jnp.arange(logits.shape[0])
         # the runner-up by index, not jnp.max: no float equality test in the second backward
-        runner_up = jnp.argmax(jnp.where(_one_hot(labels, logits.shape[1]), -jnp.inf, logits), axis=1)
-        return jnp.sum(logits[rows, labels] - logits[rows, runner_up])
+        return jnp.sum(logits[rows, labels] - logits[rows, runner_up(logits, labels)])
 
     grads = jax.grad(summed_margins)(x)
     norms = jnp.sqrt(jnp.sum(grads * grads, axis=tuple(range(1, grads.ndim))) + 1e-12)

@@ -47,6 +47,7 @@ from lipxai._core.checks import (
     ordered_pair,
     positive_int,
 )
+from lipxai._core.margins import best_other, target_logit
 from lipxai.bounds.interval import Interval, as_interval, is_interval
 from lipxai.bounds.rules import abs_bounds
 from lipxai.bounds.transform import METHODS, interval
@@ -329,7 +330,6 @@ def prediction_certified(logits: Interval, target) -> jax.Array:
         raise TypeError(f"logits must be an Interval of shape [B, C], got {logits!r}")
     batch, n_classes = non_empty("logits", logits).shape
     target = labels_for("target", target, n_classes, batch)
-    own = jnp.take_along_axis(logits.lower, target[:, None], axis=1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(target, n_classes, dtype=bool), -jnp.inf, logits.upper)
+    own, rival = target_logit(logits.lower, target), best_other(logits.upper, target)
     finite = ~jnp.any(jnp.isnan(logits.lower) | jnp.isnan(logits.upper), axis=1)
-    return (own > jnp.max(others, axis=1)) & finite & in_range(target, n_classes)
+    return (own > rival) & finite & in_range(target, n_classes)

@@ -52,10 +52,10 @@ from lipxai.metrics.faithfulness import (
     infidelity,
     insertion,
     mufidelity,
-    noisy_linear_imputation,
     pixel_flipping,
     road,
 )
+from lipxai.metrics.imputation import noisy_linear_imputation
 from lipxai.metrics.localisation import (
     attribution_localisation,
     human_alignment,

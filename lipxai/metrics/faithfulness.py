@@ -40,15 +40,11 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from lipxai._core.batched import check_inputs, flat
 from lipxai._core.checks import (
     floating_array,
-    is_tracer,
     nan_unless,
-    non_empty,
     one_of,
     positive_int,
 )
@@ -70,6 +66,7 @@ from lipxai.metrics._common import (
     real_arg,
     subsets,
 )
+from lipxai.metrics.imputation import impute
 
 __all__ = [
     "completeness",
@@ -77,7 +74,6 @@ __all__ = [
     "infidelity",
     "insertion",
     "mufidelity",
-    "noisy_linear_imputation",
     "pixel_flipping",
     "road",
 ]
@@ -414,131 +410,6 @@ def completeness(fn, x, target, attributions, *, baseline="zeros", output: str =
 # ROAD
 # ---------------------------------------------------------------------------------------
 
-#: The 8-neighbour weights of ROAD's linear imputation (Rong et al. 2022): 1/6 for the
-#: 4 direct neighbours, 1/12 for the 4 diagonal ones.
-_ROAD_WEIGHTS = {
-    (-1, -1): 1 / 12, (-1, 0): 1 / 6, (-1, 1): 1 / 12,
-    (0, -1): 1 / 6, (0, 1): 1 / 6,
-    (1, -1): 1 / 12, (1, 0): 1 / 6, (1, 1): 1 / 12,
-}
-
-
-def _stencil(v):
-    """``sum_o w_o v[i + o]`` over the 8 neighbours of each pixel, zero outside the image
-    (``v: [..., H, W, C]``)."""
-    h, w = v.shape[-3], v.shape[-2]
-    pad = [(0, 0)] * (v.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
-    p = jnp.pad(v, pad)
-    out = jnp.zeros_like(v)
-    for (di, dj), wt in _ROAD_WEIGHTS.items():
-        out = out + jnp.asarray(wt, v.dtype) * p[..., 1 + di:1 + di + h, 1 + dj:1 + dj + w, :]
-    return out
-
-
-def _impute(x, m, iterations: int, tol: float):
-    """Solve ROAD's imputation system by preconditioned conjugate gradients.
-
-    ``x: [..., H, W, C]``, ``m: [..., H, W, 1]`` (1 = missing).  The unknowns ``u`` (the
-    missing pixels) satisfy, for each missing pixel ``i`` and each channel,
-    ``deg_i u_i - sum_{j missing} w_ij u_j = sum_{j known} w_ij x_j`` with ``deg_i`` the sum
-    of the weights of ``i``'s in-image neighbours: each value is the weighted mean of its
-    neighbours.  The matrix is symmetric positive definite (a graph Laplacian restricted to
-    the missing pixels, every missing region touching a known pixel), so CG with the
-    diagonal (Jacobi) preconditioner converges; it stops when every system's residual is
-    below ``tol`` times its right-hand side (or after ``iterations``).
-    """
-    dt = x.dtype
-    ones = jnp.ones(x.shape[-3:-1] + (1,), dt)
-    deg = _stencil(ones)
-    known = (1 - m) * x
-    rhs = m * _stencil(known)
-    inv = m / deg
-
-    def op(u):
-        return m * (deg * u - _stencil(u))
-
-    def dot(a, b):
-        return (a * b).sum(axis=(-3, -2), keepdims=True)
-
-    def safe_div(a, b):
-        return jnp.where(b != 0, a / jnp.where(b != 0, b, 1), 0)
-
-    bb = dot(rhs, rhs)
-    u = jnp.zeros_like(x)
-    r = rhs
-    z = inv * r
-    p = z
-    rz = dot(r, z)
-
-    def cond(state):
-        i, _, r, _, _ = state
-        return (i < iterations) & jnp.any(dot(r, r) > (tol * tol) * bb)
-
-    def body(state):
-        i, u, r, p, rz = state
-        ap = op(p)
-        alpha = safe_div(rz, dot(p, ap))
-        u = u + alpha * p
-        r = r - alpha * ap
-        z = inv * r
-        rz_new = dot(r, z)
-        p = z + safe_div(rz_new, rz) * p
-        return i + 1, u, r, p, rz_new
-
-    _, u, _, _, _ = lax.while_loop(cond, body, (jnp.int32(0), u, r, p, rz))
-    return jnp.where(m > 0, u, x)
-
-
-@functools.partial(jax.jit, static_argnames=("iterations", "tol"))
-def _impute_jit(x, m, *, iterations, tol):
-    return _impute(x, m, iterations, tol)
-
-
-def noisy_linear_imputation(x, mask, *, key=None, noise: float = 0.01, iterations: int = 200,
-                            tol: float = 1e-5):
-    r"""ROAD's noisy linear imputation of the masked pixels of images ``x``.
-
-    Rong, Leemann, Borisov, Kasneci & Kasneci 2022, "A consistent and efficient evaluation
-    strategy for attribution methods" (ICML).  Each removed pixel takes the weighted mean of
-    its 8 neighbours (weights 1/6 direct, 1/12 diagonal, renormalised at the border), the
-    removed pixels solved jointly (a sparse linear system, one per channel), then Gaussian
-    noise of standard deviation ``noise`` is added to them.  The authors (and Quantus'
-    ``noisy_linear_imputation``) solve the system exactly with a sparse direct solver; here
-    it is solved by Jacobi-preconditioned conjugate gradients on the pixel grid (see
-    ``_impute``), to a relative residual ``tol`` or ``iterations`` steps: same solution to
-    ~``tol`` (the tests check 1e-4 against Quantus), jittable and batched.
-
-    Args:
-      x: floating images ``[B, H, W, C]``.
-      mask: boolean ``[B, H, W]``, True where a pixel is removed (all its channels).
-      key: ``jax.random`` key for the noise (needed when ``noise > 0``; image ``b`` uses
-        ``split(key, B)[b]``).
-      noise: standard deviation of the noise added to the imputed pixels, ``>= 0``.
-      iterations: maximum number of CG steps ``>= 1``.
-      tol: relative residual at which CG stops, ``> 0``.
-
-    Returns:
-      the imputed images, shaped like ``x`` (known pixels unchanged); NaN for an example
-      whose image or mask holds a NaN or an infinity, and for all when a traced ``noise`` is
-      not finite and ``>= 0`` (NaN rule of :mod:`lipxai.metrics`).
-    """
-    x = non_empty("x", floating_array("x", x, rank=4))
-    mask = np.asarray(mask) if not hasattr(mask, "dtype") else mask
-    if tuple(mask.shape) != tuple(x.shape[:3]):
-        raise ValueError(f"mask must have shape {tuple(x.shape[:3])}, got {tuple(mask.shape)}")
-    noise, noise_ok = real_arg("noise", noise)
-    iterations = positive_int("iterations", iterations)
-    tol = check_real("tol", tol, strict=True)
-    noisy = is_tracer(noise) or noise > 0
-    if noisy:
-        check_key(key)
-    m = jnp.asarray(mask).astype(x.dtype)[..., None]
-    out = _impute_jit(x, m, iterations=iterations, tol=tol)
-    if noisy:
-        out = out + m * draws(key, x.shape[0], x.shape[1:], x.dtype, "normal", noise)
-    return nan_unless(finite_in(x, m) & noise_ok, out)
-
-
 @functools.partial(
     jax.jit, static_argnames=("fn", "counts", "morf", "output", "chunk", "iterations", "tol")
 )
@@ -551,7 +422,7 @@ def _road(fn, x, target, a, eps, valid, *, counts, morf, output, chunk, iteratio
     def rows(idx):
         c = idx.shape[0]
         m = (rank[None] < counts_arr[idx][:, None, None]).astype(x.dtype).reshape(c, b, h, w, 1)
-        imp = _impute(jnp.broadcast_to(x[None], (c,) + x.shape), m, iterations, tol)
+        imp = impute(jnp.broadcast_to(x[None], (c,) + x.shape), m, iterations, tol)
         z = imp + m * eps[idx][:, None]
         return model_score(fn, flat(z), jnp.tile(target, c), output).reshape(c, b)
 
@@ -565,7 +436,7 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
          batch_size: int | None = None):
     r"""ROAD (RemOve And Debias): the model's score after the most (``order="morf"``) or
     least (``"lerf"``) relevant pixels are removed and imputed by
-    :func:`noisy_linear_imputation`, averaged over the removed fractions.
+    :func:`~lipxai.metrics.imputation.noisy_linear_imputation`, averaged over the removed fractions.
 
     Rong et al. 2022, "A consistent and efficient evaluation strategy for attribution
     methods" (ICML).  For each fraction :math:`p`, the top :math:`\lfloor pHW\rfloor` pixels
@@ -586,7 +457,7 @@ def road(fn, x, target, attributions, *, key, percentages=(0.1, 0.2, 0.3, 0.4, 0
       noise: imputation noise standard deviation, ``>= 0`` (0.01 as the paper and Quantus).
       output: ``"accuracy"`` (default), ``"softmax"`` or ``"logit"``.
       return_curve: also return the curve ``float[B, P]``.
-      iterations, tol: CG settings of :func:`noisy_linear_imputation`.
+      iterations, tol: CG settings of :func:`~lipxai.metrics.imputation.noisy_linear_imputation`.
       batch_size: fractions evaluated together per chunk.
     """
     x = floating_array("x", x)

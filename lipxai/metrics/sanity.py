@@ -46,7 +46,7 @@ from lipxai._core.checks import (
     one_of,
     positive_int,
 )
-from lipxai.metrics import similarity as _sim
+from lipxai.metrics import similarity as sim
 from lipxai.metrics._common import (
     check_explain_fn,
     check_key,
@@ -63,12 +63,12 @@ ORDERS = ("top_down", "bottom_up", "independent")
 
 # traced similarity measures (inputs already validated)
 _SIMILARITY = {
-    "ssim": lambda a, b: _sim._ssim(a, b, jnp.zeros((), a.dtype), win_size=7,
+    "ssim": lambda a, b: sim.ssim_unchecked(a, b, jnp.zeros((), a.dtype), win_size=7,
                                     auto_range=True),
-    "spearman": lambda a, b: _sim._spearman(a, b, features="pixels"),
-    "pearson": lambda a, b: _sim._pearson(a, b, features="pixels"),
-    "mse": lambda a, b: _sim._mse(a, b, features="pixels"),
-    "center_of_mass_shift": _sim._center_of_mass_shift,
+    "spearman": lambda a, b: sim.spearman_unchecked(a, b, features="pixels"),
+    "pearson": lambda a, b: sim.pearson_unchecked(a, b, features="pixels"),
+    "mse": lambda a, b: sim.mse_unchecked(a, b, features="pixels"),
+    "center_of_mass_shift": sim.center_of_mass_shift_unchecked,
 }
 
 

@@ -112,7 +112,8 @@ def top_k_intersection(a, b, k: int, *, features: str = "pixels", absolute: bool
 
 
 @functools.partial(jax.jit, static_argnames=("features",))
-def _spearman(a, b, *, features):
+def spearman_unchecked(a, b, *, features):
+    """:func:`spearman` on validated maps (traceable; ``lipxai.metrics.sanity`` calls it under ``jit``)."""
     score = _common.spearman(feature_values(a, features), feature_values(b, features))
     return nan_unless(finite_in(a, b), score)
 
@@ -133,11 +134,12 @@ def spearman(a, b, *, features: str = "pixels"):
       features: ``"pixels"`` (summed over the channels) or ``"elements"``.
     """
     a, b = _pair(a, b, features)
-    return _spearman(a, b, features=features)
+    return spearman_unchecked(a, b, features=features)
 
 
 @functools.partial(jax.jit, static_argnames=("features",))
-def _pearson(a, b, *, features):
+def pearson_unchecked(a, b, *, features):
+    """:func:`pearson` on validated maps (traceable; ``lipxai.metrics.sanity`` calls it under ``jit``)."""
     score = _common.pearson(feature_values(a, features), feature_values(b, features))
     return nan_unless(finite_in(a, b), score)
 
@@ -155,11 +157,12 @@ def pearson(a, b, *, features: str = "pixels"):
     Args: as :func:`spearman`.
     """
     a, b = _pair(a, b, features)
-    return _pearson(a, b, features=features)
+    return pearson_unchecked(a, b, features=features)
 
 
 @functools.partial(jax.jit, static_argnames=("features",))
-def _mse(a, b, *, features):
+def mse_unchecked(a, b, *, features):
+    """:func:`mse` on validated maps (traceable; ``lipxai.metrics.sanity`` calls it under ``jit``)."""
     d = feature_values(a, features) - feature_values(b, features)
     return nan_unless(finite_in(a, b), (d * d).mean(-1))
 
@@ -174,7 +177,7 @@ def mse(a, b, *, features: str = "pixels"):
     Args: as :func:`spearman` (with ``"pixels"`` the maps summed over channels are compared).
     """
     a, b = _pair(a, b, features)
-    return _mse(a, b, features=features)
+    return mse_unchecked(a, b, features=features)
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ def _window_mean(z, win_size):
 
 
 @functools.partial(jax.jit, static_argnames=("win_size", "auto_range"))
-def _ssim(a, b, data_range, *, win_size, auto_range):
+def ssim_unchecked(a, b, data_range, *, win_size, auto_range):
+    """:func:`ssim` on validated maps (traceable; ``lipxai.metrics.sanity`` calls it under ``jit``)."""
     x, y = pixel_map(a), pixel_map(b)
     axes = tuple(range(1, x.ndim))
     if auto_range:
@@ -265,7 +269,7 @@ def ssim(a, b, *, data_range=None, win_size: int = 7):
             raise ValueError(f"data_range must be a number or have shape ({a.shape[0]},), "
                              f"got {tuple(r.shape)}")
         r = r.astype(a.dtype)
-    return _ssim(a, b, r, win_size=win_size, auto_range=data_range is None)
+    return ssim_unchecked(a, b, r, win_size=win_size, auto_range=data_range is None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,7 +291,8 @@ def _centre(m):
 
 
 @jax.jit
-def _center_of_mass_shift(a, b):
+def center_of_mass_shift_unchecked(a, b):
+    """:func:`center_of_mass_shift` on validated maps (traceable; ``lipxai.metrics.sanity`` calls it under ``jit``)."""
     d = _centre(pixel_map(jnp.abs(a))) - _centre(pixel_map(jnp.abs(b)))
     return nan_unless(finite_in(a, b), jnp.sqrt((d * d).sum(-1)))
 
@@ -308,4 +313,4 @@ def center_of_mass_shift(a, b):
         docstring).
     """
     a, b = _pair(a, b)
-    return _center_of_mass_shift(a, b)
+    return center_of_mass_shift_unchecked(a, b)
