@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,73 +89,11 @@ from lipxai._core.jaxpr import BODIES
 from lipxai.bounds.control import function_name, named_call
 from lipxai.bounds.interpreter import eval_eqn
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
+from lipxai.bounds.linear import Diagonal, Linear, affine, concretize, densify, intersect
 from lipxai.bounds.patterns import MaxFacts, iota_axes
 from lipxai.bounds.registry import SYMBOLIC_RULES, TIGHTENS, register_symbolic_rule
 
 lo, hi = lower_of, upper_of
-
-
-class Linear(NamedTuple):
-    """``a_lo @ eps + c_lo <= v <= a_hi @ eps + c_hi`` with ``a_*`` of shape ``(n,) + v.shape``
-    and ``eps`` in ``[-1, 1]^n`` (contracted over the leading axis).  When the lower and the
-    upper bounds are the same objects, the value is exactly affine in the input."""
-
-    a_lo: jax.Array
-    c_lo: jax.Array
-    a_hi: jax.Array
-    c_hi: jax.Array
-
-    @property
-    def exact(self) -> bool:
-        return self.a_lo is self.a_hi and self.c_lo is self.c_hi
-
-
-class Diagonal(NamedTuple):
-    """The coefficients of an input leaf in itself, unmaterialised: ``A[offset + j, b] =
-    scale[b]`` at feature ``j`` of example ``b`` (flattened row-major), 0 elsewhere; ``A`` has
-    ``n`` rows.  Layout rules and the first dense layer use it directly (no ``n x n`` identity
-    product); every other rule materialises it with :func:`dense`."""
-
-    scale: jax.Array
-    offset: int
-    n: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.n,) + tuple(self.scale.shape)
-
-    def dense(self) -> jax.Array:
-        shape = self.scale.shape[1:]
-        size = int(np.prod(shape, dtype=int))
-        eye = jnp.eye(self.n, size, -self.offset, dtype=self.scale.dtype)
-        return eye.reshape((self.n, 1) + tuple(shape)) * self.scale[None]
-
-
-def _densify(lin: Linear | None) -> Linear | None:
-    if lin is None or not isinstance(lin.a_lo, Diagonal):
-        return lin
-    return _affine(lin.a_lo.dense(), lin.c_lo)  # Diagonals are exact (the inputs)
-
-
-def _affine(a, c) -> Linear:
-    return Linear(a, c, a, c)
-
-
-def concretize(lin: Linear) -> Interval:
-    """The interval of ``lin`` over ``eps`` in ``[-1, 1]^n`` (NaN bounds become infinite)."""
-    lin = _densify(lin)
-    spread_lo = jnp.sum(jnp.abs(lin.a_lo), axis=0)
-    spread_hi = spread_lo if lin.a_lo is lin.a_hi else jnp.sum(jnp.abs(lin.a_hi), axis=0)
-    low, high = lin.c_lo - spread_lo, lin.c_hi + spread_hi
-    return Interval(jnp.where(jnp.isnan(low), -jnp.inf, low),
-                    jnp.where(jnp.isnan(high), jnp.inf, high))
-
-
-def _intersect(a: Interval, b: Interval) -> Interval:
-    """``a`` intersected with ``b`` (both sound).  Where float rounding makes them cross, the
-    result is the (tiny) gap between the two."""
-    low, high = jnp.maximum(a.lower, b.lower), jnp.minimum(a.upper, b.upper)
-    return Interval(jnp.minimum(low, high), jnp.maximum(low, high))
 
 
 # --------------------------------------------------------------------------- the rules
@@ -166,7 +103,7 @@ def _map(fn, lin: Linear) -> Linear:
     vfn = jax.vmap(fn)
     a_lo, c_lo = vfn(lin.a_lo), fn(lin.c_lo)
     if lin.exact:
-        return _affine(a_lo, c_lo)
+        return affine(a_lo, c_lo)
     return Linear(a_lo, c_lo, vfn(lin.a_hi), fn(lin.c_hi))
 
 
@@ -176,7 +113,7 @@ def _signed(apply, lin: Linear, w) -> Linear:
     functions), which is ``W+ lo + W- hi`` and ``W+ hi + W- lo``."""
     vapply = jax.vmap(apply, in_axes=(0, None))
     if lin.exact:
-        return _affine(vapply(lin.a_lo, w), apply(lin.c_lo, w))
+        return affine(vapply(lin.a_lo, w), apply(lin.c_lo, w))
     aw = jnp.abs(w)
     a_mid, a_rad = vapply((lin.a_hi + lin.a_lo) / 2, w), vapply((lin.a_hi - lin.a_lo) / 2, aw)
     c_mid, c_rad = apply((lin.c_hi + lin.c_lo) / 2, w), apply((lin.c_hi - lin.c_lo) / 2, aw)
@@ -185,7 +122,7 @@ def _signed(apply, lin: Linear, w) -> Linear:
 
 def _neg(lin: Linear) -> Linear:
     if lin.exact:
-        return _affine(-lin.a_lo, -lin.c_lo)
+        return affine(-lin.a_lo, -lin.c_lo)
     return Linear(-lin.a_hi, -lin.c_hi, -lin.a_lo, -lin.c_lo)
 
 
@@ -202,7 +139,7 @@ def _structural(prim_name: str, keeps_batch: Callable):
         if isinstance(lin.a_lo, Diagonal):  # a reshape keeping the batch: same flat order
             d = lin.a_lo
             c = prim.bind(lin.c_lo, **params)
-            return _affine(Diagonal(prim.bind(d.scale, **params), d.offset, d.n), c)
+            return affine(Diagonal(prim.bind(d.scale, **params), d.offset, d.n), c)
         return _map(lambda v: prim.bind(v, **params), lin)
 
     return rule
@@ -276,7 +213,7 @@ def _pad(invals, lins, out_aval, *, padding_config):
     vpad = jax.vmap(lambda a: pad(a, zero))
     a_lo, c_lo = vpad(lin.a_lo), pad(lin.c_lo, jnp.asarray(lo(value), lin.c_lo.dtype))
     if lin.exact and not is_interval(value):
-        return _affine(a_lo, c_lo)
+        return affine(a_lo, c_lo)
     a_hi = a_lo if lin.a_lo is lin.a_hi else vpad(lin.a_hi)
     return Linear(a_lo, c_lo, a_hi, pad(lin.c_hi, jnp.asarray(hi(value), lin.c_hi.dtype)))
 
@@ -294,12 +231,12 @@ def _joined(join):
         for value, lin in zip(invals, lins, strict=True):
             if lin is None:
                 zeros = jnp.zeros((n,) + _shape(value), dtype)
-                lin = (_affine(zeros, jnp.asarray(value, dtype)) if not is_interval(value)
+                lin = (affine(zeros, jnp.asarray(value, dtype)) if not is_interval(value)
                        else Linear(zeros, value.lower, zeros, value.upper))
             parts.append(lin)
         a_lo, c_lo = join([p.a_lo for p in parts], axis + 1), join([p.c_lo for p in parts], axis)
         if all(p.exact for p in parts):
-            return _affine(a_lo, c_lo)
+            return affine(a_lo, c_lo)
         return Linear(a_lo, c_lo, join([p.a_hi for p in parts], axis + 1),
                       join([p.c_hi for p in parts], axis))
 
@@ -334,7 +271,7 @@ def _broadcast(lin: Linear, shape) -> Linear | None:
 
     a_lo, c_lo = to(lin.a_lo, 1), to(lin.c_lo, 0)
     if lin.exact:
-        return _affine(a_lo, c_lo)
+        return affine(a_lo, c_lo)
     return Linear(a_lo, c_lo, to(lin.a_hi, 1), to(lin.c_hi, 0))
 
 
@@ -354,7 +291,7 @@ def _sum_terms(terms, shape) -> Linear | None:
 
     a_lo, c_lo = total([t.a_lo for t in terms]), total([t.c_lo for t in terms])
     if exact:
-        return _affine(a_lo, jnp.broadcast_to(c_lo, shape))
+        return affine(a_lo, jnp.broadcast_to(c_lo, shape))
     a_hi, c_hi = total([t.a_hi for t in terms]), total([t.c_hi for t in terms])
     return Linear(a_lo, jnp.broadcast_to(c_lo, shape), a_hi, jnp.broadcast_to(c_hi, shape))
 
@@ -426,10 +363,10 @@ def _dot_general(invals, lins, out_aval, *, dimension_numbers, **params):
         if isinstance(lin_a.a_lo, Diagonal):
             first = _dense_layer_of_input(lin_a, b, contract_l, contract_r, batch_l, out_aval)
             if first is not None:
-                return _affine(first, bind(lin_a.c_lo, b))
-            lin_a = _densify(lin_a)
+                return affine(first, bind(lin_a.c_lo, b))
+            lin_a = densify(lin_a)
         return _signed(bind, lin_a, b)
-    lin_a, lin_b = _densify(lin_a), _densify(lin_b)
+    lin_a, lin_b = densify(lin_a), densify(lin_b)
     if lin_b is not None and lin_a is None and not is_interval(a):
         free_l = len(_shape(a)) - len(contract_l) - len(batch_l)
         if 0 in contract_r or (0 in batch_r and batch_r[0] != 0) or (
@@ -584,7 +521,7 @@ def _reduce_window_max(invals, lins, out_aval, *, window_dimensions, window_stri
     windows = _tiling_windows(window_dimensions, out_aval.shape)
     z = Interval(windows(z.lower), windows(z.upper))
     a_lo, c_lo = windows(lin.a_lo, 1), windows(lin.c_lo)
-    lin = (_affine(a_lo, c_lo) if lin.exact
+    lin = (affine(a_lo, c_lo) if lin.exact
            else Linear(a_lo, c_lo, windows(lin.a_hi, 1), windows(lin.c_hi)))
     return _reduce_max([z], [lin], out_aval, axes=tuple(range(1, 2 * len(out_aval.shape), 2)))
 
@@ -711,7 +648,7 @@ def _eval_symbolic_eqn(eqn, invals, inlins, facts):
             or len(aval.shape) == 0):
         return [out], [None]
     if name not in _DIAGONAL_AWARE:
-        inlins = [_densify(lin) for lin in inlins]
+        inlins = [densify(lin) for lin in inlins]
     lin = rule(invals, inlins, aval, **eqn.params)
     if lin is None:
         return [out], [None]
@@ -720,7 +657,7 @@ def _eval_symbolic_eqn(eqn, invals, inlins, facts):
         raise AssertionError(f"lipxai.bounds.symbolic: rule '{name}' returned linear bounds "
                              f"of shape {lin.a_lo.shape} for an output of shape {out.shape}")
     if name in TIGHTENS:
-        out = _intersect(out, concretize(lin))
+        out = intersect(out, concretize(lin))
     return [out], [lin]
 
 
@@ -746,7 +683,7 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
     def difference(a, b):
         """Bounds of ``a - b`` from their linear bounds (correlations through the input
         cancel), or None."""
-        lin_a, lin_b = _densify(read_lin(a)), _densify(read_lin(b))
+        lin_a, lin_b = densify(read_lin(a)), densify(read_lin(b))
         shape = np.shape(lo(read(a)))
         if lin_a is None or lin_b is None or np.shape(lo(read(b))) != shape:
             return None
@@ -791,7 +728,7 @@ def input_linears(leaves) -> list:
     out = [None] * len(leaves)
     offset = 0
     for i, size in zip(symbolic, sizes, strict=True):
-        out[i] = _affine(Diagonal(leaves[i].radius, offset, n), leaves[i].center)
+        out[i] = affine(Diagonal(leaves[i].radius, offset, n), leaves[i].center)
         offset += size
     return out
 
