@@ -76,3 +76,50 @@ def intersect(a: Interval, b: Interval) -> Interval:
     result is the (tiny) gap between the two."""
     low, high = jnp.maximum(a.lower, b.lower), jnp.minimum(a.upper, b.upper)
     return Interval(jnp.minimum(low, high), jnp.maximum(low, high))
+
+
+def negate(lin: Linear) -> Linear:
+    """``-lin`` (its lower and upper bounds swap)."""
+    if lin.exact:
+        return affine(-lin.a_lo, -lin.c_lo)
+    return Linear(-lin.a_hi, -lin.c_hi, -lin.a_lo, -lin.c_lo)
+
+
+def broadcast(lin: Linear, shape) -> Linear | None:
+    """``lin`` broadcast to ``shape`` (jaxprs broadcast size-1 axes implicitly), or None if
+    that would move or broadcast the example axis."""
+    shape = tuple(shape)
+    if lin is None or tuple(lin.c_lo.shape) == shape:
+        return lin
+    own = tuple(lin.c_lo.shape)
+    if len(own) != len(shape) or own[0] != shape[0]:
+        return None
+
+    def to(a, lead):
+        return jnp.broadcast_to(a, a.shape[:lead] + shape)
+
+    a_lo, c_lo = to(lin.a_lo, 1), to(lin.c_lo, 0)
+    if lin.exact:
+        return affine(a_lo, c_lo)
+    return Linear(a_lo, c_lo, to(lin.a_hi, 1), to(lin.c_hi, 0))
+
+
+def sum_terms(terms, shape) -> Linear | None:
+    """Sum of Linears (constants have ``A = None``); at least one has an ``A``."""
+    terms = [t if t.a_lo is None else broadcast(t, shape) for t in terms]
+    if any(t is None for t in terms):
+        return None
+    exact = all((t.a_lo is t.a_hi) and (t.c_lo is t.c_hi) for t in terms)
+
+    def total(values):
+        values = [v for v in values if v is not None]
+        out = values[0]
+        for v in values[1:]:
+            out = out + v
+        return out
+
+    a_lo, c_lo = total([t.a_lo for t in terms]), total([t.c_lo for t in terms])
+    if exact:
+        return affine(a_lo, jnp.broadcast_to(c_lo, shape))
+    a_hi, c_hi = total([t.a_hi for t in terms]), total([t.c_hi for t in terms])
+    return Linear(a_lo, jnp.broadcast_to(c_lo, shape), a_hi, jnp.broadcast_to(c_hi, shape))

@@ -8,7 +8,8 @@ ReLU pre-activations of deeper layers come out so wide that many neurons are *un
 Weng et al., "Towards Fast Computation of Certified Robustness for ReLU Networks", ICML 2018)
 widens with every one of them.
 
-This module is a companion of the interval interpreter (:mod:`lipxai.bounds.interpreter`): while
+This module holds the linear-bound rules; :mod:`lipxai.bounds.symbolic_interpreter` runs them
+alongside the interval interpreter (:mod:`lipxai.bounds.interpreter`): while
 the jaxpr is interpreted on Intervals as usual, each value ``v`` that depends on the input
 through linear operations and ReLUs may also carry *linear bounds* in the input::
 
@@ -83,15 +84,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend import core as jcore
 
-from lipxai._core.jaxpr import BODIES
-from lipxai.bounds.control import function_name, named_call
-from lipxai.bounds.interpreter import eval_eqn
+from lipxai.bounds.control import function_name
 from lipxai.bounds.interval import Interval, is_interval, lower_of, upper_of
-from lipxai.bounds.linear import Diagonal, Linear, affine, concretize, densify, intersect
-from lipxai.bounds.patterns import MaxFacts, iota_axes
-from lipxai.bounds.registry import SYMBOLIC_RULES, TIGHTENS, register_symbolic_rule
+from lipxai.bounds.linear import Diagonal, Linear, affine, broadcast, densify, negate, sum_terms
+from lipxai.bounds.registry import register_symbolic_rule
 
 lo, hi = lower_of, upper_of
 
@@ -118,12 +115,6 @@ def _signed(apply, lin: Linear, w) -> Linear:
     a_mid, a_rad = vapply((lin.a_hi + lin.a_lo) / 2, w), vapply((lin.a_hi - lin.a_lo) / 2, aw)
     c_mid, c_rad = apply((lin.c_hi + lin.c_lo) / 2, w), apply((lin.c_hi - lin.c_lo) / 2, aw)
     return Linear(a_mid - a_rad, c_mid - c_rad, a_mid + a_rad, c_mid + c_rad)
-
-
-def _neg(lin: Linear) -> Linear:
-    if lin.exact:
-        return affine(-lin.a_lo, -lin.c_lo)
-    return Linear(-lin.a_hi, -lin.c_hi, -lin.a_lo, -lin.c_lo)
 
 
 def _structural(prim_name: str, keeps_batch: Callable):
@@ -256,59 +247,19 @@ def _constant(value, dtype) -> Linear | None:
     return Linear(None, value, None, value)
 
 
-def _broadcast(lin: Linear, shape) -> Linear | None:
-    """``lin`` broadcast to ``shape`` (jaxprs broadcast size-1 axes implicitly), or None if
-    that would move or broadcast the example axis."""
-    shape = tuple(shape)
-    if lin is None or tuple(lin.c_lo.shape) == shape:
-        return lin
-    own = tuple(lin.c_lo.shape)
-    if len(own) != len(shape) or own[0] != shape[0]:
-        return None
-
-    def to(a, lead):
-        return jnp.broadcast_to(a, a.shape[:lead] + shape)
-
-    a_lo, c_lo = to(lin.a_lo, 1), to(lin.c_lo, 0)
-    if lin.exact:
-        return affine(a_lo, c_lo)
-    return Linear(a_lo, c_lo, to(lin.a_hi, 1), to(lin.c_hi, 0))
-
-
-def _sum_terms(terms, shape) -> Linear | None:
-    """Sum of Linears (constants have ``A = None``); at least one has an ``A``."""
-    terms = [t if t.a_lo is None else _broadcast(t, shape) for t in terms]
-    if any(t is None for t in terms):
-        return None
-    exact = all((t.a_lo is t.a_hi) and (t.c_lo is t.c_hi) for t in terms)
-
-    def total(values):
-        values = [v for v in values if v is not None]
-        out = values[0]
-        for v in values[1:]:
-            out = out + v
-        return out
-
-    a_lo, c_lo = total([t.a_lo for t in terms]), total([t.c_lo for t in terms])
-    if exact:
-        return affine(a_lo, jnp.broadcast_to(c_lo, shape))
-    a_hi, c_hi = total([t.a_hi for t in terms]), total([t.c_hi for t in terms])
-    return Linear(a_lo, jnp.broadcast_to(c_lo, shape), a_hi, jnp.broadcast_to(c_hi, shape))
-
-
 def _terms(invals, lins, dtype):
     return [lin if lin is not None else _constant(v, dtype) for v, lin in zip(invals, lins,
                                                                              strict=True)]
 
 
 def _add(invals, lins, out_aval, **params):
-    return _sum_terms(_terms(invals, lins, out_aval.dtype), out_aval.shape)
+    return sum_terms(_terms(invals, lins, out_aval.dtype), out_aval.shape)
 
 
 def _negated(t: Linear) -> Linear:
     if t.a_lo is None:
         return Linear(None, -t.c_hi, None, -t.c_lo)
-    return _neg(t)
+    return negate(t)
 
 
 register_symbolic_rule("add", tightens=True)(_add)
@@ -318,12 +269,12 @@ register_symbolic_rule("add_any", tightens=True)(_add)
 @register_symbolic_rule("sub", tightens=True)
 def _sub(invals, lins, out_aval, **params):
     first, second = _terms(invals, lins, out_aval.dtype)
-    return _sum_terms([first, _negated(second)], out_aval.shape)
+    return sum_terms([first, _negated(second)], out_aval.shape)
 
 
 @register_symbolic_rule("neg")
 def _neg_rule(invals, lins, out_aval, **params):
-    return _neg(lins[0])
+    return negate(lins[0])
 
 
 def _scaled(op):
@@ -334,7 +285,7 @@ def _scaled(op):
             other = invals[1 - i]
             if lin is None or is_interval(other) or (op == "div" and i == 1):
                 continue
-            lin = _broadcast(lin, out_aval.shape)
+            lin = broadcast(lin, out_aval.shape)
             if lin is None:
                 return None
             apply = (lambda v, w: v * w) if op == "mul" else (lambda v, w: v / w)
@@ -435,7 +386,7 @@ def _extreme(largest: bool):
             lin, z, other = lins[i], invals[i], invals[1 - i]
             if lin is None or lins[1 - i] is not None or is_interval(other):
                 continue
-            lin = _broadcast(lin, out_aval.shape)
+            lin = broadcast(lin, out_aval.shape)
             if lin is None:
                 return None
             z = Interval(jnp.broadcast_to(z.lower, out_aval.shape),
@@ -444,7 +395,7 @@ def _extreme(largest: bool):
                 return _relu_shift(lin, z, other)
             # min(z, p) = -max(-z, -p)
             neg_z = Interval(-z.upper, -z.lower)
-            return _neg(_relu_shift(_neg(lin), neg_z, -jnp.asarray(other)))
+            return negate(_relu_shift(negate(lin), neg_z, -jnp.asarray(other)))
         return None
 
     return rule
@@ -455,19 +406,19 @@ def _max_of_two(invals, lins, shape, largest: bool) -> Linear | None:
     :func:`_reduce_max` rule on the pair stacked along a new last axis (DeepPoly's max of a
     window of two); ``min(a, b) = -max(-a, -b)``.  This keeps GroupSort (pairs of
     ``min``/``max``) symbolic."""
-    lins = [_broadcast(lin, shape) for lin in lins]
+    lins = [broadcast(lin, shape) for lin in lins]
     if any(lin is None for lin in lins):
         return None
     values = [Interval(jnp.broadcast_to(lo(v), shape), jnp.broadcast_to(hi(v), shape))
               for v in invals]
     if not largest:
         values = [Interval(-v.upper, -v.lower) for v in values]
-        lins = [_neg(lin) for lin in lins]
+        lins = [negate(lin) for lin in lins]
     axis = len(shape)
     pair = Interval(jnp.stack([v.lower for v in values], axis),
                     jnp.stack([v.upper for v in values], axis))
     out = _reduce_max([pair], [_stack(values, lins, None, axis=axis)], None, axes=(axis,))
-    return out if largest else _neg(out)
+    return out if largest else negate(out)
 
 
 register_symbolic_rule("max")(_extreme(True))
@@ -592,149 +543,12 @@ def _window_l2_norms(invals, lins, out_aval, body):
 
 @register_symbolic_rule("custom_jvp_call", tightens=True)
 def _custom_jvp_call(invals, lins, out_aval, *, call_jaxpr, **params):
-    """The named custom-JVP functions of :data:`_NAMED_CUSTOM_JVP` (the others are
-    interpreted through their bodies, see :func:`_call_body`)."""
-    rule = _NAMED_CUSTOM_JVP.get(function_name(call_jaxpr))
+    """The named custom-JVP functions of :data:`NAMED_CUSTOM_JVP` (the others are
+    interpreted through their bodies: :mod:`lipxai.bounds.symbolic_interpreter`)."""
+    rule = NAMED_CUSTOM_JVP.get(function_name(call_jaxpr))
     return None if rule is None else rule(invals, lins, out_aval, call_jaxpr)
 
 
 #: Custom-JVP functions with a rule of their own, by name: ``logaddexp`` keeps the interval
 #: rule's exact bounds (no linear bounds), ``window_l2_norms`` gets :func:`_window_l2_norms`.
-_NAMED_CUSTOM_JVP = {"logaddexp": lambda *args: None, "window_l2_norms": _window_l2_norms}
-
-
-# --------------------------------------------------------------------------- the interpreter
-
-#: Rules that accept a :class:`Diagonal` (the others get it materialised).
-_DIAGONAL_AWARE = {"reshape", "dot_general"}
-
-_CALLS = {**BODIES, "remat2": "jaxpr", "checkpoint": "jaxpr"}
-
-
-def _call_body(eqn, invals):
-    """``(jaxpr, consts)`` of a call to interpret symbolically, or None when the interval
-    rule of the call is tighter (the named functions of ``lipxai.bounds.control``)."""
-    name = eqn.primitive.name
-    body = eqn.params[_CALLS[name]]
-    if name == "custom_jvp_call" and function_name(body) in _NAMED_CUSTOM_JVP:
-        return None
-    if name in ("jit", "pjit") and named_call(eqn.params.get("name", ""), body,
-                                                       invals) is not None:
-        return None
-    if hasattr(body, "consts"):
-        return body.jaxpr, body.consts
-    return body, ()
-
-
-def _eval_symbolic_eqn(eqn, invals, inlins, facts):
-    name = eqn.primitive.name
-    n_out = len(eqn.outvars)
-    if name in _CALLS:
-        body = _call_body(eqn, invals)
-        if body is not None:
-            return eval_jaxpr(body[0], body[1], invals, inlins)
-    decided = facts.decide(eqn, invals)
-    if decided is not None:
-        outs = decided if eqn.primitive.multiple_results else [decided]
-        return outs, [None] * n_out
-    out = eval_eqn(eqn, invals)
-    if eqn.primitive.multiple_results:
-        if name != "custom_jvp_call" or n_out != 1:
-            return out, [None] * n_out
-        (out,) = out  # a named custom-JVP function of one output
-    rule = SYMBOLIC_RULES.get(name)
-    aval = eqn.outvars[0].aval
-    if (rule is None or not is_interval(out) or not jnp.issubdtype(out.dtype, jnp.floating)
-            or len(aval.shape) == 0):
-        return [out], [None]
-    if name not in _DIAGONAL_AWARE:
-        inlins = [densify(lin) for lin in inlins]
-    lin = rule(invals, inlins, aval, **eqn.params)
-    if lin is None:
-        return [out], [None]
-    if tuple(lin.c_lo.shape) != tuple(out.shape) or tuple(lin.a_lo.shape[1:]) != tuple(
-            out.shape):
-        raise AssertionError(f"lipxai.bounds.symbolic: rule '{name}' returned linear bounds "
-                             f"of shape {lin.a_lo.shape} for an output of shape {out.shape}")
-    if name in TIGHTENS:
-        out = intersect(out, concretize(lin))
-    return [out], [lin]
-
-
-def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
-    """Interpret an open jaxpr on Intervals and points, with optional linear bounds
-    (``linears[i]``: a :class:`Linear` or None for ``args[i]``).  Returns the outputs and
-    their linear bounds."""
-    env, lin_env = {}, {}
-
-    def read(var):
-        return var.val if isinstance(var, jcore.Literal) else env[var]
-
-    def read_lin(var):
-        return None if isinstance(var, jcore.Literal) else lin_env.get(var)
-
-    for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = value
-    for var, value, lin in zip(jaxpr.invars, args, linears, strict=True):
-        env[var] = value
-        if lin is not None:
-            lin_env[var] = lin
-
-    def difference(a, b):
-        """Bounds of ``a - b`` from their linear bounds (correlations through the input
-        cancel), or None."""
-        lin_a, lin_b = densify(read_lin(a)), densify(read_lin(b))
-        shape = np.shape(lo(read(a)))
-        if lin_a is None or lin_b is None or np.shape(lo(read(b))) != shape:
-            return None
-        lin = _sum_terms([lin_a, _neg(lin_b)], shape)
-        return None if lin is None else concretize(lin)
-
-    facts = MaxFacts(read, eval_eqn, difference, iota_axes(jaxpr))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inlins = [read_lin(v) for v in eqn.invars]
-        if any(lin is not None for lin in inlins):
-            outvals, outlins = _eval_symbolic_eqn(eqn, invals, inlins, facts)
-        else:
-            decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
-            outvals = decided if decided is not None else eval_eqn(eqn, invals)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            outlins = [None] * len(eqn.outvars)
-        for var, value, lin in zip(eqn.outvars, outvals, outlins, strict=True):
-            if not isinstance(var, jcore.DropVar):
-                env[var] = value
-                if lin is not None:
-                    lin_env[var] = lin
-    return [read(v) for v in jaxpr.outvars], [read_lin(v) for v in jaxpr.outvars]
-
-
-def input_linears(leaves) -> list:
-    """The identity linear bounds of the Interval inputs: every floating Interval leaf of rank
-    >= 1 is batched along axis 0, with one batch size for all; its features (per example)
-    are the coordinates of ``eps``."""
-    symbolic = [i for i, leaf in enumerate(leaves) if is_interval(leaf) and leaf.ndim >= 1
-                and jnp.issubdtype(leaf.dtype, jnp.floating)]
-    batches = {leaves[i].shape[0] for i in symbolic}
-    if len(batches) > 1:
-        shapes = [tuple(leaves[i].shape) for i in symbolic]
-        raise ValueError(
-            "interval(fun, method='symbolic'): the Interval arguments must be input boxes "
-            f"batched along axis 0 with one batch size; got Intervals of shapes {shapes}. "
-            "Parameter boxes are not supported by method='symbolic'; use method='ibp'.")
-    sizes = [int(np.prod(leaves[i].shape[1:], dtype=int)) for i in symbolic]
-    n = sum(sizes)
-    out = [None] * len(leaves)
-    offset = 0
-    for i, size in zip(symbolic, sizes, strict=True):
-        out[i] = affine(Diagonal(leaves[i].radius, offset, n), leaves[i].center)
-        offset += size
-    return out
-
-
-def eval_closed(closed: jcore.ClosedJaxpr, *args) -> list:
-    """Interpret a closed jaxpr on Intervals and points, with linear bounds of the values in
-    the Interval inputs (see the module doc)."""
-    outs, _ = eval_jaxpr(closed.jaxpr, closed.consts, list(args), input_linears(list(args)))
-    return outs
+NAMED_CUSTOM_JVP = {"logaddexp": lambda *args: None, "window_l2_norms": _window_l2_norms}

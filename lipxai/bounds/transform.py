@@ -23,7 +23,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from lipxai.bounds import symbolic
+from lipxai.bounds import symbolic_interpreter
 from lipxai.bounds.interpreter import eval_closed
 from lipxai.bounds.interval import is_interval, unpacked
 
@@ -94,7 +94,7 @@ def interval(fun: Callable, method: str = "ibp") -> Callable:
             *[_abstract(leaf) for leaf in leaves]
         )
         if method == "symbolic":
-            outs = [unpacked(o) for o in symbolic.eval_closed(closed, *leaves)]
+            outs = [unpacked(o) for o in symbolic_interpreter.eval_closed(closed, *leaves)]
         else:
             outs = eval_closed(closed, *leaves)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
