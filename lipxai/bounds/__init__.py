@@ -8,7 +8,7 @@ method="symbolic")`` tightens the forward values with linear bounds in the input
 """
 
 # The rule modules register their rules into lipxai.bounds.registry when imported.
-from lipxai.bounds import control, rules, symbolic  # noqa: F401
+from lipxai.bounds import control, packed, rules, symbolic  # noqa: F401
 from lipxai.bounds.certificates import (
     SCORES,
     GradientBounds,

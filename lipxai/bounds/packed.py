@@ -28,27 +28,13 @@ returns ``None`` otherwise (the interpreter then unpacks them and uses the plain
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
 from lipxai._core.jaxpr import BODIES, bind
 from lipxai.bounds.interval import FULL_PRECISION, Interval, PackedInterval
-
-#: Lane-wise rules by primitive name: ``rule(eqn, invals) -> PackedInterval | None``.
-PACKED_RULES: dict[str, Callable] = {}
-
-
-def _packed_rule(*names):
-    def register(rule):
-        for name in names:
-            PACKED_RULES[name] = rule
-        return rule
-
-    return register
-
+from lipxai.bounds.registry import PACKED_RULES, register_packed_rule
 
 def apply(eqn, invals):
     """``eqn`` on operands of which at least one is a PackedInterval, or None."""
@@ -155,7 +141,7 @@ def _features(invals) -> int:
     return next(v.shape[-1] for v in invals if isinstance(v, PackedInterval))
 
 
-@_packed_rule("add", "max", "min")
+@register_packed_rule("add", "max", "min")
 def _monotone_binary(eqn, invals):
     """Non-decreasing in both operands: lower from lowers, upper from uppers."""
     features = _features(invals)
@@ -173,7 +159,7 @@ def _monotone_binary(eqn, invals):
     return PackedInterval(bind(eqn, args))
 
 
-@_packed_rule("sub")
+@register_packed_rule("sub")
 def _sub(eqn, invals):
     """``a - b`` with a packed ``a`` and a point ``b`` (non-decreasing in ``a``)."""
     a, b = invals
@@ -191,13 +177,13 @@ def _last_axis_kept(axes, ndim: int) -> bool:
     return ndim - 1 not in tuple(axes)
 
 
-@_packed_rule("reduce_max", "reduce_min", "reduce_sum")
+@register_packed_rule("reduce_max", "reduce_min", "reduce_sum")
 def _reduce(eqn, invals):
     (x,) = invals
     return _unary(eqn, x) if _last_axis_kept(eqn.params["axes"], x.ndim) else None
 
 
-@_packed_rule("reshape")
+@register_packed_rule("reshape")
 def _reshape(eqn, invals):
     (x,) = invals
     sizes = tuple(eqn.params["new_sizes"])
@@ -206,7 +192,7 @@ def _reshape(eqn, invals):
     return _unary(eqn, x, new_sizes=sizes[:-1] + (2 * sizes[-1],))
 
 
-@_packed_rule("broadcast_in_dim")
+@register_packed_rule("broadcast_in_dim")
 def _broadcast(eqn, invals):
     (x,) = invals[:1]
     shape, dims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
@@ -215,14 +201,14 @@ def _broadcast(eqn, invals):
     return _unary(eqn, x, shape=shape[:-1] + (2 * shape[-1],))
 
 
-@_packed_rule("transpose")
+@register_packed_rule("transpose")
 def _transpose(eqn, invals):
     (x,) = invals
     perm = tuple(eqn.params["permutation"])
     return _unary(eqn, x) if perm[-1] == len(perm) - 1 else None
 
 
-@_packed_rule("slice")
+@register_packed_rule("slice")
 def _slice(eqn, invals):
     (x,) = invals
     start, limit = eqn.params["start_indices"], eqn.params["limit_indices"]
@@ -232,7 +218,7 @@ def _slice(eqn, invals):
     return _unary(eqn, x, limit_indices=tuple(limit[:-1]) + (2 * x.shape[-1],))
 
 
-@_packed_rule("pad")
+@register_packed_rule("pad")
 def _pad(eqn, invals):
     x, value = invals
     config = eqn.params["padding_config"]
@@ -241,26 +227,26 @@ def _pad(eqn, invals):
     return PackedInterval(lax.pad(x.packed, jnp.asarray(value, x.dtype), config))
 
 
-@_packed_rule("squeeze")
+@register_packed_rule("squeeze")
 def _squeeze(eqn, invals):
     (x,) = invals
     dims = tuple(d % x.ndim for d in eqn.params["dimensions"])
     return _unary(eqn, x) if _last_axis_kept(dims, x.ndim) else None
 
 
-@_packed_rule("convert_element_type")
+@register_packed_rule("convert_element_type")
 def _convert(eqn, invals):
     (x,) = invals
     floating = jnp.issubdtype(eqn.params["new_dtype"], jnp.floating)
     return _unary(eqn, x) if floating and jnp.issubdtype(x.dtype, jnp.floating) else None
 
 
-@_packed_rule("copy", "copy_p")
+@register_packed_rule("copy", "copy_p")
 def _copy(eqn, invals):
     return _unary(eqn, invals[0])
 
 
-@_packed_rule("reduce_window_max", "reduce_window_sum", "reduce_window_min")
+@register_packed_rule("reduce_window_max", "reduce_window_sum", "reduce_window_min")
 def _reduce_window(eqn, invals):
     (x,) = invals
     p = eqn.params

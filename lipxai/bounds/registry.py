@@ -1,7 +1,8 @@
 """The rule registry of :mod:`lipxai.bounds`: one dict from primitive name to rule for the
-interval interpreter, one for the linear bounds of the symbolic interpreter.
+interval interpreter, one for the linear bounds of the symbolic interpreter, one for the
+lane-wise operations on packed intervals.
 
-The rule modules (``rules``, ``control``, ``symbolic``) register into it when
+The rule modules (``rules``, ``control``, ``packed``, ``symbolic``) register into it when
 ``lipxai.bounds`` imports them; this module imports none of them, so the interpreters and the
 rules depend on it and not on each other.  The style follows jax_verify/autobound: a dict
 from primitive name to rule, and an unknown primitive fails loudly, by name.
@@ -50,6 +51,22 @@ def register_symbolic_rule(name: str, *, tightens: bool = False):
         SYMBOLIC_RULES[name] = rule
         if tightens:
             TIGHTENS.add(name)
+        return rule
+
+    return register
+
+
+#: Lane-wise rules on packed intervals (:mod:`lipxai.bounds.packed`) by primitive name:
+#: ``rule(eqn, invals) -> PackedInterval | None``.
+PACKED_RULES: dict[str, Callable] = {}
+
+
+def register_packed_rule(*names):
+    """Register a lane-wise rule for the primitives called ``names`` (a decorator)."""
+
+    def register(rule):
+        for name in names:
+            PACKED_RULES[name] = rule
         return rule
 
     return register
