@@ -13,7 +13,7 @@ def others(logits, target):
     return jnp.where(jax.nn.one_hot(target, logits.shape[1], dtype=bool), -jnp.inf, logits)
 
 
-def target_logit(logits, target):
+def class_logit(logits, target):
     """``f_y``: each example's logit of its ``target`` class, ``[B]``."""
     return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
 
@@ -31,4 +31,4 @@ def runner_up(logits, target):
 
 def margin(logits, target):
     """``f_y - max_{j != y} f_j``, ``[B]``: positive iff ``target`` is the unique top class."""
-    return target_logit(logits, target) - best_other(logits, target)
+    return class_logit(logits, target) - best_other(logits, target)

@@ -47,7 +47,7 @@ from lipxai._core.checks import (
     ordered_pair,
     positive_int,
 )
-from lipxai._core.margins import best_other, target_logit
+from lipxai._core.margins import best_other, class_logit
 from lipxai.bounds.interval import Interval, as_interval, is_interval
 from lipxai.bounds.rules import abs_bounds
 from lipxai.bounds.transform import METHODS, interval
@@ -330,6 +330,6 @@ def prediction_certified(logits: Interval, target) -> jax.Array:
         raise TypeError(f"logits must be an Interval of shape [B, C], got {logits!r}")
     batch, n_classes = non_empty("logits", logits).shape
     target = labels_for("target", target, n_classes, batch)
-    own, rival = target_logit(logits.lower, target), best_other(logits.upper, target)
+    own, rival = class_logit(logits.lower, target), best_other(logits.upper, target)
     finite = ~jnp.any(jnp.isnan(logits.lower) | jnp.isnan(logits.upper), axis=1)
     return (own > rival) & finite & in_range(target, n_classes)
