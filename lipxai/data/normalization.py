@@ -51,10 +51,10 @@ def normalize(x, normalize):
     """``(x - mean) / std`` over the last (channel) axis of a floating array ``x``.
 
     Computed as ``(x - mean) * (1 / std)`` with ``mean`` and ``1 / std`` rounded to the dtype of
-    ``x`` on the host: a subtraction and a multiplication are correctly rounded everywhere,
-    whereas a division is not (XLA's CPU division is not, and jit rewrites a division by a
-    constant into this product anyway). So numpy, eager jax and jitted jax give the same values,
-    within one rounding of the true quotient.
+    ``x`` on the host. A subtraction and a multiplication round the same way in numpy and XLA; a
+    division need not (XLA:CPU's can differ from numpy's in the last bit, and jit rewrites a
+    division by a constant into a product with its reciprocal anyway). So numpy, eager jax and
+    jitted jax give bit-identical values, within an ulp or two of the exact quotient.
 
     Args:
       x: a numpy or jax array (a tracer too) of floating dtype, channels last (NHWC).
