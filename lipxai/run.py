@@ -41,11 +41,7 @@ class Run:
 
     def normalize(self, x: jax.Array) -> jax.Array:
         """The run's input normalisation ``(x - mean) / std`` (identity without one)."""
-        normalize = self.config.data.normalize
-        if not normalize:
-            return x
-        mean, std = (jnp.asarray(v, x.dtype) for v in normalize)
-        return (x - mean) / std
+        return data.normalize(x, self.config.data.normalize)
 
     @property
     def input_lipschitz_factor(self) -> float:

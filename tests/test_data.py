@@ -11,6 +11,7 @@ import pytest
 from _datasets import prepared, raw_mnist
 
 from lipxai import data
+from lipxai.data import tfds as data_tfds
 
 # Known facts: the label counts of the MNIST test set (LeCun et al.) and of Fashion-MNIST.
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -109,7 +110,7 @@ def test_cache_in_cache_dir_only(data_root, mnist_test, tmp_path, monkeypatch):
     first = data.load_split("mnist", "test", data_dir=data_root, cache_dir=cache_dir)
     files = list(cache_dir.rglob("*.npz"))
     assert [f.relative_to(cache_dir).as_posix() for f in files] == ["mnist/3.0.1/test.npz"]
-    monkeypatch.setattr(data, "_decode", _no_decode)
+    monkeypatch.setattr(data_tfds, "_decode", _no_decode)
     second = data.load_split("mnist", "test", data_dir=data_root, cache_dir=cache_dir)
     for a, b, c in zip(first, second, mnist_test, strict=False):
         np.testing.assert_array_equal(a, c)
@@ -132,7 +133,7 @@ def test_cache_never_in_a_writable_data_folder_and_is_verified(mnist_dir, mnist_
     (cache_file,) = cache_dir.rglob("*.npz")
 
     with monkeypatch.context() as m:  # a valid cache is read, not decoded
-        m.setattr(data, "_decode", _no_decode)
+        m.setattr(data_tfds, "_decode", _no_decode)
         images, labels = data.load_split("mnist", "test", data_dir=data_dir, cache_dir=cache_dir)
         np.testing.assert_array_equal(images, mnist_test[0])
         np.testing.assert_array_equal(labels, mnist_test[1])
@@ -165,11 +166,11 @@ def test_variable_size_images_are_resized_and_center_cropped():
     # imagenet2012 path (no ImageNet here): shorter side to 256, center crop 224
     image = np.zeros((300, 400, 3), np.uint8)
     image[:, 200:] = 255  # right half white
-    out = data._fit(image, (224, 224, 3))
+    out = data_tfds._fit(image, (224, 224, 3))
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     assert out[:, :100].max() == 0 and out[:, 124:].min() == 255
     same = np.full((224, 224, 3), 7, np.uint8)
-    assert data._fit(same, (224, 224, 3)) is same
+    assert data_tfds._fit(same, (224, 224, 3)) is same
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_variable_size_images_are_resized_and_center_cropped():
 
 
 def test_missing_dataset_raises_with_instructions(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_decode", _no_decode)
+    monkeypatch.setattr(data_tfds, "_decode", _no_decode)
     with pytest.raises(data.DatasetNotFoundError) as info:
         data.load_split("mnist", "test", data_dir=tmp_path)
     err = info.value
@@ -307,6 +308,88 @@ def test_preprocess(mnist_test):
 def test_preprocess_bad_inputs(images, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         data.preprocess(images, **kwargs)
+
+
+NORMALIZATIONS = [
+    ((0.1307,), (0.3081,)),
+    (0.5, 0.25),
+    ([0.1, 0.2, 0.3], [0.5, 0.25, 1.0]),
+]
+
+
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_normalize_is_one_map_for_numpy_jax_and_runs(mnist_test, normalize):
+    """preprocess (numpy), data.normalize on jax arrays (eager and jitted) and Run.normalize (a
+    run's config read back from JSON) give the same float32 values."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from lipxai import config as config_lib
+    from lipxai.run import Run
+
+    images = mnist_test[0][:64]
+    channels = len(np.atleast_1d(normalize[0]))
+    images = np.repeat(images, channels, axis=-1)
+    x = data.preprocess(images)
+    expected = data.preprocess(images, normalize=normalize)
+    assert expected.dtype == np.float32 and not np.array_equal(expected, x)
+    np.testing.assert_allclose(
+        expected,
+        (x - np.float32(normalize[0])) / np.float32(normalize[1]),
+        rtol=1e-6,
+    )
+    np.testing.assert_array_equal(data.normalize(x, normalize), expected)
+    for out in (
+        data.normalize(jnp.asarray(x), normalize),
+        jax.jit(lambda v: data.normalize(v, normalize))(x),
+    ):
+        assert isinstance(out, jax.Array) and out.dtype == jnp.float32
+        np.testing.assert_array_equal(out, expected)
+    config = config_lib.load_json_from_dict({"data": {"name": "mnist", "normalize": normalize}})
+    run = Run(workdir="", config=ml_collections.ConfigDict(config), model=None, variables=None,
+              step=0)
+    np.testing.assert_array_equal(run.normalize(jnp.asarray(x)), expected)
+    np.testing.assert_array_equal(jax.jit(run.normalize)(x), expected)
+
+
+def test_normalize_identity_dtypes_and_bad_inputs():
+    import jax.numpy as jnp
+
+    x = np.linspace(0, 1, 2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2)
+    for none in (None, (), []):
+        assert data.normalize(x, none) is x
+        np.testing.assert_array_equal(data.preprocess(x, normalize=none), x)
+    before = x.copy()
+    for dtype in (np.float16, np.float32, np.float64, jnp.bfloat16):
+        xd = x.astype(dtype)
+        out = data.normalize(xd, (0.5, [0.25, 0.3]))
+        assert out.dtype == dtype and isinstance(out, np.ndarray)
+        one = np.asarray(1, dtype)
+        np.testing.assert_array_equal(
+            out, (xd - np.asarray(0.5, dtype)) * (one / np.asarray([0.25, 0.3], dtype))
+        )
+        np.testing.assert_allclose(  # one rounding of (x - mean) / std in that dtype
+            out.astype(np.float64), (xd.astype(np.float64) - 0.5) / [0.25, 0.3],
+            rtol=float(jnp.finfo(dtype).eps), atol=2 * float(jnp.finfo(dtype).eps),
+        )
+        jout = data.normalize(jnp.asarray(xd), (0.5, [0.25, 0.3]))
+        assert jout.dtype == jnp.asarray(xd).dtype  # float64 is float32 in jax without x64
+        if jout.dtype == xd.dtype:
+            np.testing.assert_array_equal(np.asarray(jout), out)
+    np.testing.assert_array_equal(x, before)  # the input is never changed in place
+    with pytest.raises(TypeError, match="x must be a floating array to normalize, got dtype uint8"):
+        data.normalize(np.zeros((1, 2, 2, 1), np.uint8), (0.5, 0.5))
+    with pytest.raises(ValueError, match="normalize must be None or a pair"):
+        data.normalize(x, 0.5)
+    with pytest.raises(ValueError, match="normalize mean must be a scalar or have 2 values"):
+        data.normalize(x, ([0, 0, 0], 1.0))
+    with pytest.raises(ValueError, match="normalize std must be > 0"):
+        data.normalize(x, (0.0, [1.0, 0.0]))
+    with pytest.raises(ValueError, match="normalize std must be > 0"):
+        data.normalize(x.astype(np.float16), (0.0, 1e-10))  # 0 once rounded to float16
+    with pytest.raises(ValueError, match="normalize mean must be finite"):
+        data.normalize(x, (float("nan"), 1.0))
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from _tiny_run import TINY
 import lipxai.run
 from lipxai import cli, data, run_certify, run_evaluate, run_explain
 from lipxai import config as config_lib
+from lipxai.data import tfds as data_tfds
 from lipxai.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,7 +230,7 @@ class _OfflineBuilder:
 def _offline(monkeypatch, error):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(data, "_require_prepare_dependencies", lambda: None)
+    monkeypatch.setattr(data_tfds, "_require_prepare_dependencies", lambda: None)
     monkeypatch.setattr(tfds, "builder", lambda *args, **kwargs: _OfflineBuilder(error))
 
 
