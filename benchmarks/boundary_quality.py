@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai import boundary, data, explain, load_run
-from lipxai.run_explain import exported_apply
+from lipxai import boundary, explain, load_run
 
 
 def main() -> None:
@@ -34,9 +33,9 @@ def main() -> None:
     args = parser.parse_args()
 
     run = load_run(args.workdir)
-    images, labels = data.load_split(run.config.data.name, "test", data_dir=run.config.data.data_dir or None)
-    x = jnp.asarray(data.preprocess(images[:args.n]))
-    fn = exported_apply(run)
+    x, labels = run.split("test", args.n)
+    x = jnp.asarray(x)
+    fn = run.apply
     pred = jnp.argmax(fn(x), axis=1)
     out = {"workdir": args.workdir, "n": args.n,
            "accuracy": float(jnp.mean(pred == jnp.asarray(labels[:args.n])))}

@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # lipschitz_layers puts the checkout first
 from lipschitz_layers import PEERS_NOTE, TorchlipBench, import_torchlip, versions
 
-from lipxai import config as config_lib
+from lipxai.train import config as config_lib
 from lipxai import data
 from lipxai.train import sharding
 from lipxai.train.build import build_loss, build_model, build_optimizer

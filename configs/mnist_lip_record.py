@@ -19,7 +19,7 @@ import os
 
 import ml_collections
 
-from lipxai.config import load_config
+from lipxai.train.config import load_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,33 +1,39 @@
-"""The ``lipxai`` command: train, certify, explain, evaluate, quickstart, prepare-data."""
+"""The ``lipxai`` command: train, certify, explain, evaluate, quickstart, prepare-data.
+
+Argument parsing and error mapping only: each command checks its arguments, then calls
+:mod:`lipxai.apps` (the work) and :mod:`lipxai.apps.report` (the files).  A user's mistake is
+one line on stderr and exit status 2, told before any heavy work.  The handlers import the
+apps, the training and the data modules inside the function, after the arguments are checked
+(the documented lazy imports: ``--help`` and a mistyped option do not load them).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import re
 import sys
-import time
 
-QUICKSTART_CONFIG = "mnist_lip.py"
-#: Defaults of the options that decide whether a command's results are the standard files.
-CERTIFY_EPS = (0.5, 1.0, 1.58)
-EXPLANATION_EPS = (0.001, 0.01)
-EXPLANATION_K = 20
-EXPLAIN_N = 16
-EVALUATE_N = 256
-EVALUATE_SAMPLES = 20
-#: ``lipxai explain --method`` choices (kept here so ``--help`` does not import JAX).
-EXPLAIN_METHODS = ("saliency", "gradient_x_input", "ig", "idgi", "smoothgrad", "vargrad", "gradcam",
-                   "gradcam++", "bsm", "big", "counterfactual")
-DEFAULT_EXPLAIN = ("saliency", "ig", "smoothgrad", "big", "counterfactual")
-#: ``lipxai evaluate --metrics`` choices (the keys of :data:`lipxai.run_evaluate.METRICS`).
-EVALUATE_METRICS = ("deletion", "insertion", "pixel_flipping", "mufidelity", "infidelity",
-                    "completeness", "sparseness", "complexity", "max_sensitivity",
-                    "avg_sensitivity", "local_lipschitz", "stability")
-DEFAULT_EVALUATE_METHODS = ("saliency", "ig", "smoothgrad", "big")
-DEFAULT_EVALUATE_METRICS = ("deletion", "insertion", "mufidelity", "sparseness", "max_sensitivity",
-                            "stability")
+from lipxai.apps.names import (
+    ATTRIBUTION_METHODS,
+    BOUND_METHODS,
+    CERTIFY_EPS,
+    DEFAULT_EVALUATE_METHODS,
+    DEFAULT_EVALUATE_METRICS,
+    DEFAULT_EXPLAIN,
+    EVALUATE_BATCH,
+    EVALUATE_METRICS,
+    EVALUATE_N,
+    EVALUATE_SAMPLES,
+    EXPLAIN_METHODS,
+    EXPLAIN_N,
+    EXPLANATION_EPS,
+    EXPLANATION_K,
+    EXPLANATION_N,
+    SEARCHES,
+    parse_names,
+    result_stem,
+)
 
 
 class UsageError(ValueError):
@@ -60,9 +66,9 @@ def main(argv=None) -> int:
     if overrides and args.command not in ("train", "quickstart"):
         return _fail(args.command, f"--config.* overrides only apply to train and quickstart, "
                                    f"got {overrides[0]}")
-    from lipxai import config as config_lib
     from lipxai import data
-    from lipxai.run import RunNotFoundError
+    from lipxai.train import config as config_lib
+    from lipxai.train.rundir import RunNotFoundError
 
     try:
         return args.handler(args, overrides)
@@ -153,12 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--split", default="test", help="split of the run's dataset, optionally sliced "
                                                       "(test[:1000]; default test)")
     cert.add_argument("--n", type=_count, default=None,
-                      help="certify only the first N examples (--explanation: default 256)")
+                      help=f"certify only the first N examples (--explanation: default {EXPLANATION_N})")
     cert.add_argument("--explanation", action="store_true",
                       help="also certify the saliency maps by interval bounds through the "
                            "backward pass (top-k, sign and L2-change certificates)")
     cert.add_argument("--k", type=_count, default=None, help=f"top-k size for --explanation (default {EXPLANATION_K})")
-    cert.add_argument("--bounds", choices=("ibp", "symbolic"), default=None,
+    cert.add_argument("--bounds", choices=BOUND_METHODS, default=None,
                       help="interval method for --explanation: ibp (default) or symbolic "
                            "(tighter; memory ~ input features x activations per image)")
     cert.add_argument("--force", action="store_true", help=FORCE_HELP.format("certify.json"))
@@ -177,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("--out", default=None, help="image path, in an existing folder (default "
                                                   "WORKDIR/explanations.png, see above)")
     expl.add_argument("--split", default="test", help="split of the run's dataset (default test)")
-    expl.add_argument("--search", default="pgd", choices=("pgd", "deepfool", "cw", "transport", "all"),
+    expl.add_argument("--search", default="pgd", choices=SEARCHES,
                       help="boundary search used by bsm and big (default pgd)")
     expl.add_argument("--seed", type=_seed, default=0, help="seed of the SmoothGrad noise")
     expl.add_argument("--force", action="store_true", help=FORCE_HELP.format("explanations.png"))
@@ -191,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "(evaluate-test-n32.json).")
     ev.add_argument("workdir")
     ev.add_argument("--methods", default=",".join(DEFAULT_EVALUATE_METHODS),
-                    help="comma-separated, from: " + ", ".join(m for m in EXPLAIN_METHODS if m != "counterfactual")
+                    help="comma-separated, from: " + ", ".join(ATTRIBUTION_METHODS)
                     + f" (default {','.join(DEFAULT_EVALUATE_METHODS)})")
     ev.add_argument("--metrics", default=",".join(DEFAULT_EVALUATE_METRICS),
                     help="comma-separated, from: " + ", ".join(EVALUATE_METRICS)
@@ -200,10 +206,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=_count, default=EVALUATE_SAMPLES,
                     help="draws of the sampled metrics (MuFidelity subsets, sensitivity and "
                          f"stability noise; default {EVALUATE_SAMPLES})")
-    ev.add_argument("--batch", type=_count, default=64,
-                    help="images per batch (default 64; a memory knob, not part of the file name)")
+    ev.add_argument("--batch", type=_count, default=EVALUATE_BATCH,
+                    help=f"images per batch (default {EVALUATE_BATCH}; a memory knob, not part of the "
+                         "file name)")
     ev.add_argument("--split", default="test", help="split of the run's dataset (default test)")
-    ev.add_argument("--search", default="pgd", choices=("pgd", "deepfool", "cw", "transport", "all"),
+    ev.add_argument("--search", default="pgd", choices=SEARCHES,
                     help="boundary search used by bsm and big (default pgd)")
     ev.add_argument("--seed", type=_seed, default=0, help="seed of the noise and random subsets")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -225,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_config(path, overrides):
-    from lipxai import config as config_lib
+    from lipxai.train import config as config_lib
 
     return config_lib.apply_overrides(config_lib.load_config(path), overrides)
 
@@ -261,31 +268,6 @@ def _changed(*settings) -> dict:
     return {name: value for name, value, default in settings if value != default}
 
 
-def _slug(text: str) -> str:
-    """``text`` with the characters that do not belong in a file name replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9.+_-]+", "_", text).strip("_")
-
-
-def _tag(option: str, value) -> str:
-    """A file-name tag for a changed option: ``n8``, ``eps0.25_2.0``, ``ig_saliency``, ``cw``,
-    ``explanation`` (numbers keep their option's name, names stand for themselves)."""
-    if value is True:
-        return option
-    values = value if isinstance(value, tuple) else (value,)
-    text = _slug("_".join(str(v) for v in values))
-    return text if all(isinstance(v, str) for v in values) else option + text
-
-
-def result_stem(base: str, split: str, changed: dict) -> str:
-    """The file stem of a command's results: ``base`` (the standard file that the quickstart
-    writes and report.md describes) for a full run, i.e. the test split and no ``changed``
-    option; else ``base-SPLIT`` and a tag per changed option (``certify-test-n8``,
-    ``evaluate-test-n32-samples5``), so that a partial run never replaces the full results."""
-    if split == "test" and not changed:
-        return base
-    return "-".join([base, _slug(split), *(_tag(name, value) for name, value in changed.items())])
-
-
 def _written(paths, standard: str | None) -> str:
     """The line that says which files were written (and, for a partial run, which were not)."""
     line = "written " + ", ".join(paths)
@@ -295,8 +277,6 @@ def _written(paths, standard: str | None) -> str:
 
 
 def _certify(args, overrides) -> int:
-    from lipxai.run_certify import certify_run, format_table, write_certify_json
-
     if not args.explanation and (args.k is not None or args.bounds is not None):
         raise UsageError("--k and --bounds apply only with --explanation")
     default_eps = EXPLANATION_EPS if args.explanation else CERTIFY_EPS
@@ -308,16 +288,16 @@ def _certify(args, overrides) -> int:
         changed["explanation"] = True
     stem = "certify" if args.force else result_stem("certify", args.split, changed)
     run = _existing_run(args.workdir, args.split)
-    result, *_ = _usage(certify_run, run, eps=CERTIFY_EPS if args.explanation else eps,
-                        split=args.split, n=args.n)
-    print(format_table(result))
-    if args.explanation:
-        from lipxai.run_certify import certify_explanations, format_explanation_table
+    from lipxai.apps import certify, report
 
-        result["explanation"] = _usage(certify_explanations, run, eps, k=k, split=args.split,
-                                       n=args.n or 256, method=bounds)
-        print(format_explanation_table(result["explanation"]))
-    path = write_certify_json(result, args.workdir, stem)
+    result = _usage(certify.certify_run, run, eps=CERTIFY_EPS if args.explanation else eps,
+                    split=args.split, n=args.n)
+    print(report.certify_table(result))
+    if args.explanation:
+        result["explanation"] = _usage(certify.certify_explanations, run, eps, k=k, split=args.split,
+                                       n=args.n or EXPLANATION_N, method=bounds)
+        print(report.explanation_certify_table(result["explanation"]))
+    path = report.write_certify_json(result, args.workdir, stem)
     print(_written([path], None if stem == "certify" else "certify.json"))
     return 0
 
@@ -333,14 +313,14 @@ def _usage(fn, *args, **kwargs):
 def _existing_run(workdir: str, split: str, *, writes: bool = True):
     """The run in ``workdir`` (:func:`lipxai.load_run`) after the checks that need no JAX: a
     run folder, writable when the command ``writes`` there, whose dataset has ``split``."""
-    from lipxai import config as config_lib
     from lipxai import data
-    from lipxai.run import RunNotFoundError, load_run
+    from lipxai.train import config as config_lib
+    from lipxai.train import rundir
 
     if not os.path.exists(workdir):
-        raise RunNotFoundError(f"workdir {workdir} does not exist")
+        raise rundir.RunNotFoundError(f"workdir {workdir} does not exist")
     if not os.path.isdir(workdir):
-        raise RunNotFoundError(f"workdir {workdir} is a file, not a run directory")
+        raise rundir.RunNotFoundError(f"workdir {workdir} is a file, not a run directory")
     if writes and not os.access(workdir, os.W_OK):
         raise UsageError(f"workdir {workdir} is not writable")
     config = os.path.join(workdir, "config.json")
@@ -350,14 +330,14 @@ def _existing_run(workdir: str, split: str, *, writes: bool = True):
         except ValueError as err:
             raise UsageError(f"--split: {err}") from None
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):  # load_run would create it
-            raise RunNotFoundError(f"{workdir} has no checkpoint yet; train it with `lipxai train`")
-    return load_run(workdir)
+            raise rundir.RunNotFoundError(f"{workdir} has no checkpoint yet; train it with `lipxai train`")
+    return rundir.load_run(workdir)
 
 
 def _check_out(path: str) -> str:
     """``path`` when a figure can be written there, checked before any work: its folder
     exists and is writable, it is no folder, and matplotlib knows its extension."""
-    from matplotlib.backend_bases import FigureCanvasBase
+    from lipxai.apps.report import figure_formats
 
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
@@ -367,18 +347,16 @@ def _check_out(path: str) -> str:
                          f"{os.path.join(path, 'explanations.png')}")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"--out {path}: the folder {folder} is not writable")
-    formats = FigureCanvasBase.get_supported_filetypes()
+    formats = figure_formats()
     extension = os.path.splitext(path)[1].lstrip(".").lower()
     if extension not in formats:
         raise UsageError(f"--out {path}: the extension must be one of "
-                         f"{', '.join('.' + f for f in sorted(formats))}; got {extension!r}")
+                         f"{', '.join('.' + f for f in formats)}; got {extension!r}")
     return path
 
 
 def _explain(args, overrides) -> int:
-    from lipxai.run_explain import explain_run, parse_methods, plot_explanations
-
-    methods = _usage(parse_methods, args.method)
+    methods = _usage(parse_names, args.method, EXPLAIN_METHODS, "--method")
     standard = None
     if args.out is not None:
         out = _check_out(args.out)
@@ -389,95 +367,44 @@ def _explain(args, overrides) -> int:
         out = os.path.join(args.workdir, stem + ".png")
         standard = None if stem == "explanations" else "explanations.png"
     run = _existing_run(args.workdir, args.split, writes=args.out is None)
-    result = _usage(explain_run, run, methods, n=args.n, split=args.split, seed=args.seed,
+    from lipxai.apps import explain, report
+
+    result = _usage(explain.explain_run, run, methods, n=args.n, split=args.split, seed=args.seed,
                     search=args.search)
-    plot_explanations(out, result)
+    report.plot_explanations(out, result)
     print(_written([out], standard))
     return 0
 
 
 def _evaluate(args, overrides) -> int:
-    from lipxai.run_evaluate import (ATTRIBUTION_METHODS, METRICS, evaluate_run, format_table,
-                                     parse_names, write_evaluation)
-
     methods = _usage(parse_names, args.methods, ATTRIBUTION_METHODS, "--methods")
-    metric_names = _usage(parse_names, args.metrics, METRICS, "--metrics")
+    metric_names = _usage(parse_names, args.metrics, EVALUATE_METRICS, "--metrics")
     changed = _changed(("n", args.n, EVALUATE_N), ("methods", methods, DEFAULT_EVALUATE_METHODS),
                        ("metrics", metric_names, DEFAULT_EVALUATE_METRICS),
                        ("samples", args.samples, EVALUATE_SAMPLES), ("search", args.search, "pgd"),
                        ("seed", args.seed, 0))
     stem = "evaluate" if args.force else result_stem("evaluate", args.split, changed)
     run = _existing_run(args.workdir, args.split)
-    result = _usage(evaluate_run, run, methods, metric_names, n=args.n, split=args.split,
+    from lipxai.apps import evaluate, report
+
+    result = _usage(evaluate.evaluate_run, run, methods, metric_names, n=args.n, split=args.split,
                     seed=args.seed, samples=args.samples, batch=args.batch, search=args.search,
                     progress=not args.no_progress)
-    print(format_table(result))
-    paths = write_evaluation(result, args.workdir, stem)
+    print(report.metrics_table(result))
+    paths = report.write_evaluation(result, args.workdir, stem)
     print(_written(paths.values(), None if stem == "evaluate" else "evaluate.*"))
     return 0
 
 
-def _default_quickstart_config() -> str:
-    from lipxai.config import ConfigError
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join("configs", QUICKSTART_CONFIG),
-                      os.path.join(here, os.pardir, "configs", QUICKSTART_CONFIG)):
-        if os.path.isfile(candidate):
-            return candidate
-    raise ConfigError(f"configs/{QUICKSTART_CONFIG} not found: run from the lipxai repository or pass --config")
-
-
 def _quickstart(args, overrides) -> int:
-    from lipxai.report import write_quickstart_report
-    from lipxai.run import load_run
-    from lipxai.run_certify import certify_run, format_table, write_certify_json
-    from lipxai.run_explain import explain_run, plot_explanations
-    from lipxai.train import train
+    from lipxai.apps import quickstart
 
     _check_workdir(args.workdir)
-    config = _load_config(args.config or _default_quickstart_config(), overrides)
-    _prepare_if_missing(config.data.name, config.data.data_dir or None)
-    start = time.perf_counter()
-    train(config, args.workdir)
-    seconds = time.perf_counter() - start
-    run = load_run(args.workdir)
-    result, images, labels, logits = certify_run(run, eps=tuple(config.certify.eps))
-    print(format_table(result))
-    write_certify_json(result, args.workdir)
-    plot_explanations(os.path.join(args.workdir, "explanations.png"), explain_run(run, n=8))
-    evaluation = _quickstart_evaluation(run, config)
-    report = write_quickstart_report(args.workdir, result, images, labels, logits, train_seconds=seconds,
-                                     evaluation=evaluation)
-    print(f"report written to {report}")
+    path = args.config or quickstart.default_config()
+    config = _load_config(path, overrides)
+    name = " ".join([path, *overrides])
+    print(f"report written to {quickstart.quickstart(config, args.workdir, config_name=name)}")
     return 0
-
-
-def _quickstart_evaluation(run, config):
-    """The explanation metrics of the quickstart report (``config.evaluate``), written to
-    ``evaluate.{json,md}`` and plots; ``None`` when the config has no ``evaluate`` section."""
-    from lipxai.run_evaluate import evaluate_run, format_table, write_evaluation
-
-    if "evaluate" not in config:
-        return None
-    ev = config.evaluate
-    result = evaluate_run(run, tuple(ev.methods), tuple(ev.metrics), n=ev.n, samples=ev.samples,
-                          progress=True)
-    print(format_table(result))
-    write_evaluation(result, run.workdir)
-    return result
-
-
-def _prepare_if_missing(name: str, data_dir) -> None:
-    """First run on a new machine: download and prepare the dataset with tensorflow-datasets."""
-    from lipxai import data
-
-    try:
-        data.load_split(name, "test", data_dir=data_dir)
-    except data.DatasetNotFoundError:
-        print(f"{name} is not prepared yet: downloading and preparing it with tensorflow-datasets",
-              flush=True)  # stdout: stderr is left to a failure's one line
-        data.prepare(name, data_dir=data_dir)
 
 
 def _prepare(args, overrides) -> int:

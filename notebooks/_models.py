@@ -9,14 +9,13 @@ import tempfile
 import jax
 
 import lipxai as lx
-from lipxai import config as config_lib
-from lipxai.run_explain import exported_apply
+from lipxai.train import config as config_lib
 
 
 def lipschitz_model(repo, fast):
     """The quickstart run (``runs/quickstart``, from ``lipxai quickstart``) when it exists and
     ``fast`` is off; otherwise a short run of the quickstart config (tiny when ``fast``).
-    Returns the frozen model function (cheap repeated gradients) and the run."""
+    Returns ``run.apply`` (the exported model: cheap repeated gradients) and the run."""
     quickstart = os.path.join(repo, "runs", "quickstart")
     if not fast and os.path.exists(os.path.join(quickstart, "config.json")):
         run = lx.load_run(quickstart)
@@ -30,7 +29,7 @@ def lipschitz_model(repo, fast):
         workdir = tempfile.mkdtemp(prefix="lipxai-nb-")
         lx.train.train(config, workdir, verbose=False)
         run = lx.load_run(workdir)
-    return exported_apply(run), run
+    return run.apply, run
 
 
 def unconstrained_model(train_images, train_labels, fast, steps=None):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lipxai"
 
@@ -21,23 +20,13 @@ LAYERS = {
     "_core": 0,
     "nn": 1, "bounds": 1, "data": 1, "losses": 1,
     "certify": 2, "explain": 2, "boundary": 2, "metrics": 2,
-    "train": 3, "config": 3, "run": 3,
-    "apps": 4, "run_certify": 4, "run_explain": 4, "run_evaluate": 4, "report": 4,
+    "train": 3,
+    "apps": 4,
     "cli": 5, "__main__": 5,
 }
 
 #: Modules allowed to import lipxai modules inside functions (documented lazy imports).
 LAZY_IMPORTERS = {"lipxai.cli", "lipxai"}
-
-#: Offenders in modules owned by other issue-19 branches (cli, run_*, report, data), to be
-#: emptied when those branches are merged.  Each entry is (check, offender).
-PENDING_OTHER_BRANCHES = {
-    ("layer", "lipxai.run_evaluate -> lipxai.cli"),
-    ("layer", "lipxai.run_explain -> lipxai.cli"),
-    ("function-level", "lipxai.run_certify -> lipxai.bounds"),
-    ("function-level", "lipxai.run_certify -> lipxai.run_explain"),
-}
-
 
 def _module_name(path: pathlib.Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -97,21 +86,6 @@ def _part(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def _report(check: str, offenders) -> list[str]:
-    return sorted(o for o in set(offenders) if (check, o) not in PENDING_OTHER_BRANCHES)
-
-
-def _offenders(check: str) -> set[str]:
-    """Every offender of ``check``, exemptions included."""
-    if check == "cycle":
-        return {m for c in _cycles(_graph()) for m in c}
-    if check == "layer":
-        return set(_layer_offenders())
-    if check == "private":
-        return set(_private_offenders())
-    return set(_function_level_offenders())
-
-
 def _graph() -> dict[str, set[str]]:
     return {m: {t for t, _, top in _imports(m) if top and t in MODULES and t != m}
             for m in MODULES}
@@ -155,7 +129,7 @@ def test_every_module_has_a_layer():
 
 def test_no_import_cycle():
     cycles = _cycles(_graph())
-    offenders = _report("cycle", _offenders("cycle"))
+    offenders = sorted({m for c in _cycles(_graph()) for m in c})
     assert not offenders, f"import cycles among lipxai modules: {cycles} (offenders {offenders})"
 
 
@@ -171,7 +145,7 @@ def _layer_offenders():
 
 
 def test_imports_only_go_down():
-    offenders = _report("layer", _layer_offenders())
+    offenders = sorted(set(_layer_offenders()))
     assert not offenders, f"imports from a higher layer: {offenders}"
 
 
@@ -201,7 +175,7 @@ def _private_offenders():
 def test_no_private_name_crosses_modules():
     """A ``_name`` stays in its module; a private module (``_core``, ``nn._common``) is open to
     the package that holds it, and ``_core``'s modules may share their private names."""
-    offenders = _report("private", _private_offenders())
+    offenders = sorted(set(_private_offenders()))
     assert not offenders, f"private names imported from another lipxai module: {offenders}"
 
 
@@ -211,15 +185,5 @@ def _function_level_offenders():
 
 
 def test_no_function_level_lipxai_import():
-    offenders = _report("function-level", _function_level_offenders())
+    offenders = sorted(set(_function_level_offenders()))
     assert not offenders, f"function-level imports of lipxai modules: {offenders}"
-
-
-@pytest.mark.parametrize("check", ["cycle", "layer", "private", "function-level"])
-def test_pending_exemptions_are_only_for_other_branches(check):
-    owned = ("lipxai.cli", "lipxai.run", "lipxai.report", "lipxai.data", "lipxai.config")
-    pending = {o for c, o in PENDING_OTHER_BRANCHES if c == check}
-    stray = sorted(o for o in pending if not o.startswith(owned))
-    assert not stray, f"exemptions outside the other branches' modules: {stray}"
-    fixed = sorted(pending - _offenders(check))
-    assert not fixed, f"exempted but no longer offending (remove from PENDING_OTHER_BRANCHES): {fixed}"

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lipxai import config as config_lib
+from lipxai.train import config as config_lib
 from lipxai.train import build
 
 CONFIG = "configs/mnist_lip.py"

@@ -26,10 +26,14 @@ import numpy as np
 import pytest
 from _tiny_run import TINY
 
-import lipxai.run
-from lipxai import cli, data, run_certify, run_evaluate, run_explain
-from lipxai import config as config_lib
+import lipxai.train.rundir
+from lipxai import cli, data
+from lipxai.apps import certify as certify_app
+from lipxai.apps import evaluate as evaluate_app
+from lipxai.apps import explain as explain_app
+from lipxai.apps.names import result_stem
 from lipxai.data import tfds as data_tfds
+from lipxai.train import config as config_lib
 from lipxai.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +85,7 @@ def fake_run(tmp_path, monkeypatch):
     def heavy(*args, **kwargs):
         raise AssertionError("the arguments should have been rejected before this work")
 
-    monkeypatch.setattr(lipxai.run, "load_run", heavy)
+    monkeypatch.setattr(lipxai.train.rundir, "load_run", heavy)
     monkeypatch.setattr(data, "load_split", heavy)
     return folder
 
@@ -184,20 +188,20 @@ def test_apps_reject_an_image_without_its_batch_axis():
     fn = jax.tree_util.Partial(lambda z: z.reshape(z.shape[0], -1)[:, :3])  # any batched model
     image = jnp.full((8, 8, 1), 0.5)
     with pytest.raises(ValueError, match=r"x must be a batch \[B, H, W, C\] .*got shape \(8, 8, 1\)"):
-        run_evaluate.evaluate(fn, image, ("saliency",), ("sparseness",), key=jax.random.PRNGKey(0))
+        evaluate_app.score_attributions(fn, image, ("saliency",), ("sparseness",), key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"x must be a batch \[B, H, W, C\]"):
-        run_explain.attribute(fn, image, jnp.zeros((8,), jnp.int32), "saliency", key=jax.random.PRNGKey(0))
+        explain_app.attribute(fn, image, jnp.zeros((8,), jnp.int32), "saliency", key=jax.random.PRNGKey(0))
     for name in ("samples", "batch"):
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
-            run_evaluate.evaluate(fn, image[None], ("saliency",), ("sparseness",),
+            evaluate_app.score_attributions(fn, image[None], ("saliency",), ("sparseness",),
                                   key=jax.random.PRNGKey(0), **{name: 0})
     run = types.SimpleNamespace(config=config_lib.load_config(CONFIG))
     for images in (np.zeros((28, 28, 1), np.uint8), np.zeros((2, 32, 32, 3), np.uint8)):
         with pytest.raises(ValueError, match=r"images must be a batch \[B, 28, 28, 1\] of mnist images") as e:
-            run_certify.certify_explanations(run, (0.01,), images=images)
+            certify_app.certify_explanations(run, (0.01,), images=images)
         assert str(e.value).endswith(f"got shape {images.shape}")
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
-        run_certify.certify_explanations(run, (0.01,), images=np.zeros((2, 28, 28, 1), np.uint8), n=0)
+        certify_app.certify_explanations(run, (0.01,), images=np.zeros((2, 28, 28, 1), np.uint8), n=0)
 
 
 @pytest.mark.dataset("mnist")
@@ -205,9 +209,10 @@ def test_apps_reject_an_image_without_its_batch_axis():
                                         (-5, "n must be an integer >= 1, got -5"),
                                         (10001, r"n must be in \[1, 10000\] .*'test'.*got 10001")])
 def test_certify_run_rejects_counts_outside_the_split(n, message):
-    run = types.SimpleNamespace(config=config_lib.load_config(CONFIG))
+    run = lipxai.train.rundir.Run(workdir="", config=config_lib.load_config(CONFIG), model=None,
+                                  variables=None, step=0)
     with pytest.raises(ValueError, match=message):
-        run_certify.certify_run(run, n=n)
+        certify_app.certify_run(run, n=n)
 
 
 # -- 3 and 4: preparing data, --version -----------------------------------------------------------
@@ -294,13 +299,13 @@ def test_version():
 # -- 5: partial runs write beside the full results -------------------------------------------------
 
 def test_result_names():
-    assert cli.result_stem("certify", "test", {}) == "certify"
-    assert cli.result_stem("certify", "test", {"n": 8}) == "certify-test-n8"
-    assert cli.result_stem("evaluate", "train", {}) == "evaluate-train"
-    assert cli.result_stem("certify", "test[:100]", {"eps": (0.25, 2.0)}) == "certify-test_100-eps0.25_2.0"
-    assert (cli.result_stem("explanations", "test", {"methods": ("ig", "gradcam++"), "seed": 1})
+    assert result_stem("certify", "test", {}) == "certify"
+    assert result_stem("certify", "test", {"n": 8}) == "certify-test-n8"
+    assert result_stem("evaluate", "train", {}) == "evaluate-train"
+    assert result_stem("certify", "test[:100]", {"eps": (0.25, 2.0)}) == "certify-test_100-eps0.25_2.0"
+    assert (result_stem("explanations", "test", {"methods": ("ig", "gradcam++"), "seed": 1})
             == "explanations-test-ig_gradcam++-seed1")
-    assert cli.result_stem("certify", "test", {"k": 5, "explanation": True}) == "certify-test-k5-explanation"
+    assert result_stem("certify", "test", {"k": 5, "explanation": True}) == "certify-test-k5-explanation"
 
 
 @pytest.mark.dataset("mnist")
@@ -310,8 +315,7 @@ def test_partial_runs_keep_the_quickstart_results(run_dir, monkeypatch):
     full = json.loads(before["certify.json"])
     assert full["n"] == 10000
     # certify: the certificates themselves are tested elsewhere; here, where they go
-    monkeypatch.setattr(run_certify, "certify_run",
-                        lambda run, eps, split, n: ({**full, "n": n}, None, None, None))
+    monkeypatch.setattr(certify_app, "certify_run", lambda run, eps, split, n: {**full, "n": n})
     rc, out, _ = _main(["certify", folder, "--n", 8])
     assert rc == 0 and f"written {folder / 'certify-test-n8.json'} (a partial run, so not certify.json" in out
     assert json.loads((folder / "certify-test-n8.json").read_text())["n"] == 8

@@ -25,7 +25,7 @@ from _tiny_run import TINY
 
 import lipxai as lx
 from lipxai import cli
-from lipxai import config as config_lib
+from lipxai.train import config as config_lib
 from lipxai.train import TrainingDivergedError, checkpoint, divergence, loop, train
 from lipxai.train import workdir as run_dir
 

@@ -1,4 +1,4 @@
-"""lipxai.run_evaluate: the metric table behind ``lipxai evaluate`` and the quickstart report."""
+"""lipxai.apps.evaluate: the metric table behind ``lipxai evaluate`` and the quickstart report."""
 
 import json
 
@@ -7,21 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lipxai import cli, metrics, run_evaluate
+from lipxai import cli, metrics
+from lipxai.apps import evaluate as evaluate_app
+from lipxai.apps import names, report
 
 METRICS = ("deletion", "sparseness", "max_sensitivity")
 
 
 def test_names_agree_with_the_command():
-    assert tuple(run_evaluate.METRICS) == cli.EVALUATE_METRICS
-    assert set(cli.DEFAULT_EVALUATE_METRICS) <= set(cli.EVALUATE_METRICS)
-    assert set(cli.DEFAULT_EVALUATE_METHODS) <= set(run_evaluate.ATTRIBUTION_METHODS)
-    assert "counterfactual" not in run_evaluate.ATTRIBUTION_METHODS
-    assert run_evaluate.parse_names("ig, saliency", run_evaluate.ATTRIBUTION_METHODS, "--methods") == (
+    assert tuple(evaluate_app.METRICS) == names.EVALUATE_METRICS
+    assert set(names.DEFAULT_EVALUATE_METRICS) <= set(names.EVALUATE_METRICS)
+    assert set(names.DEFAULT_EVALUATE_METHODS) <= set(names.ATTRIBUTION_METHODS)
+    assert "counterfactual" not in names.ATTRIBUTION_METHODS
+    assert names.parse_names("ig, saliency", names.ATTRIBUTION_METHODS, "--methods") == (
         "ig", "saliency")
     for bad in ("", "deletion,auc", ","):
         with pytest.raises(ValueError, match="--metrics takes a comma-separated list"):
-            run_evaluate.parse_names(bad, run_evaluate.METRICS, "--metrics")
+            names.parse_names(bad, evaluate_app.METRICS, "--metrics")
 
 
 def _mlp(params, z):
@@ -42,8 +44,8 @@ def model():
 def evaluated(model):
     fn, x = model
     key = jax.random.PRNGKey(3)
-    run = lambda batch: run_evaluate.evaluate(fn, x, ("saliency",), METRICS,
-                                              key=key, samples=2, batch=batch)
+    run = lambda batch: evaluate_app.score_attributions(fn, x, ("saliency",), METRICS,
+                                                        key=key, samples=2, batch=batch)
     return run(3), run(5)
 
 
@@ -67,21 +69,21 @@ def test_scores_are_the_metrics_of_the_predicted_class_and_do_not_depend_on_the_
 def test_summary_table_and_files(evaluated, tmp_path):
     scores = evaluated[0]["scores"]
     scores["saliency"]["max_sensitivity"][0] = np.nan
-    summary = run_evaluate.summarise(scores)
+    summary = evaluate_app.summarise(scores)
     s = summary["saliency"]["max_sensitivity"]
     finite = scores["saliency"]["max_sensitivity"][1:]
     assert s["nan"] == 1 and s["mean"] == pytest.approx(finite.mean())
     assert s["sem"] == pytest.approx(finite.std(ddof=1) / 2)
     result = dict(n=5, split="test", samples=2,
-                  metrics={k: dict(group=run_evaluate.METRICS[k].group,
-                                   better=run_evaluate.METRICS[k].better) for k in METRICS},
+                  metrics={k: dict(group=evaluate_app.METRICS[k].group,
+                                   better=evaluate_app.METRICS[k].better) for k in METRICS},
                   results=summary,
                   curves={"deletion": {m: c.tolist() for m, c in evaluated[0]["curves"]["deletion"].items()}},
                   scores=scores)
-    table = run_evaluate.format_table(result)
+    table = report.metrics_table(result)
     assert table.splitlines()[0] == "| method | deletion ↓ | sparseness ↑ | max_sensitivity ↓ |"
     assert "(1 nan)" in table.splitlines()[2]
-    paths = run_evaluate.write_evaluation(result, str(tmp_path))
+    paths = report.write_evaluation(result, str(tmp_path))
     assert set(paths) == {"json", "md", "bars", "curves"}
     saved = json.loads((tmp_path / "evaluate.json").read_text())
     assert "scores" not in saved and saved["results"]["saliency"]["max_sensitivity"]["nan"] == 1

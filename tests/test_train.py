@@ -14,7 +14,7 @@ from _tiny_run import TINY
 
 import lipxai as lx
 from lipxai import cli
-from lipxai import config as config_lib
+from lipxai.train import config as config_lib
 from lipxai.train import TrainingDivergedError, loop, train
 
 pytestmark = pytest.mark.dataset("mnist")

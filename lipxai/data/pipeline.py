@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from lipxai import _checks
+from lipxai._core import checks
 from lipxai.data import normalization
 
 __all__ = ["batch_for_step", "batches", "preprocess", "process_shard", "steps_per_epoch"]
@@ -77,9 +77,9 @@ def steps_per_epoch(
     n: int, batch_size: int, num_shards: int = 1, drop_remainder: bool = True
 ) -> int:
     """Global steps per epoch for ``n`` examples, per-shard ``batch_size`` and ``num_shards``."""
-    n = _checks.positive_int("n", n)
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    num_shards = _checks.positive_int("num_shards", num_shards)
+    n = checks.positive_int("n", n)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    num_shards = checks.positive_int("num_shards", num_shards)
     global_batch = batch_size * num_shards
     if drop_remainder:
         if global_batch > n:
@@ -116,12 +116,12 @@ def _plan(images, labels, batch_size, seed, shuffle, drop_remainder, shard_index
         raise ValueError(f"labels must have shape ({n},) to match images, got {np.shape(labels)}")
     if n == 0:
         raise ValueError("images must hold at least one example, got 0")
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    num_shards = _checks.positive_int("num_shards", num_shards)
-    shard_index = _checks.positive_int("shard_index", shard_index, minimum=0)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    num_shards = checks.positive_int("num_shards", num_shards)
+    shard_index = checks.positive_int("shard_index", shard_index, minimum=0)
     if shard_index >= num_shards:
         raise ValueError(f"shard_index must be in [0, num_shards={num_shards}), got {shard_index}")
-    seed = _checks.positive_int("seed", seed, minimum=0)
+    seed = checks.positive_int("seed", seed, minimum=0)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
     if not isinstance(drop_remainder, bool):
@@ -177,7 +177,7 @@ def batch_for_step(
     except possibly at the end of an epoch when ``drop_remainder=False``).
     """
     plan = _plan(images, labels, batch_size, seed, shuffle, drop_remainder, shard_index, num_shards)
-    step = _checks.positive_int("step", step, minimum=0)
+    step = checks.positive_int("step", step, minimum=0)
     epoch, position = divmod(step, plan.steps)
     idx = _shard_indices(plan, _permutation(plan, epoch), position)
     return _gather(images, labels, idx, normalize)
@@ -212,13 +212,13 @@ def batches(
     Arguments are validated when called, before the first batch is requested.
     """
     plan = _plan(images, labels, batch_size, seed, shuffle, drop_remainder, shard_index, num_shards)
-    epoch = _checks.positive_int("epoch", epoch, minimum=0)
+    epoch = checks.positive_int("epoch", epoch, minimum=0)
     if num_epochs is not None:
-        num_epochs = _checks.positive_int("num_epochs", num_epochs, minimum=0)
+        num_epochs = checks.positive_int("num_epochs", num_epochs, minimum=0)
     first = epoch * plan.steps
     stop = None if num_epochs is None else (epoch + num_epochs) * plan.steps
     if start_step is not None:
-        start_step = _checks.positive_int("start_step", start_step, minimum=0)
+        start_step = checks.positive_int("start_step", start_step, minimum=0)
         if start_step < first or (stop is not None and start_step > stop):
             raise ValueError(
                 f"start_step must be a global step in [{first}, {stop if stop is not None else 'inf'}]"

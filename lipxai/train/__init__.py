@@ -1,14 +1,18 @@
-"""Training: train state, jitted data-parallel steps, orbax checkpoints and the loop."""
+"""Training: train state, jitted data-parallel steps, orbax checkpoints, the loop and the run
+directories it writes (:class:`Run`, :func:`load_run`)."""
 
 from lipxai.train.baseline import fit_cross_entropy
 from lipxai.train.build import build_loss, build_model, build_optimizer
 from lipxai.train.loop import TrainingDivergedError, train
+from lipxai.train.rundir import Run, RunNotFoundError, load_run
 from lipxai.train.sharding import data_mesh
 from lipxai.train.state import TrainState, init_state
 from lipxai.train.step import make_predict, make_train_step
 from lipxai.train.validate import validate_config
 
 __all__ = [
+           "Run",
+           "RunNotFoundError",
            "TrainState",
            "TrainingDivergedError",
            "build_loss",
@@ -17,6 +21,7 @@ __all__ = [
            "data_mesh",
            "fit_cross_entropy",
            "init_state",
+           "load_run",
            "make_predict",
            "make_train_step",
            "train",

@@ -7,7 +7,7 @@ import functools
 import optax
 
 from lipxai import losses
-from lipxai.config import ConfigError
+from lipxai.train.config import ConfigError
 from lipxai.nn import zoo
 
 MODELS = {"mlp": zoo.mlp, "cnn": zoo.cnn, "liresnet": zoo.liresnet}

@@ -8,7 +8,7 @@ import sys
 
 import orbax.checkpoint as ocp
 
-from lipxai.config import ConfigError
+from lipxai.train.config import ConfigError
 
 
 def manager(directory, *, max_to_keep: int = 2) -> ocp.CheckpointManager:

@@ -10,13 +10,13 @@ import time
 import jax
 import numpy as np
 
-from lipxai import config as config_lib
+from lipxai.train import config as config_lib
 from lipxai import data
 from lipxai.train import checkpoint, divergence, sharding
 from lipxai.train import workdir as run_dir
 from lipxai.train.build import build_loss, build_model, build_optimizer
 from lipxai.train.divergence import TrainingDivergedError
-from lipxai.train.evaluate import accuracy_report, predict_logits
+from lipxai.train.accuracy import accuracy_report, predict_logits
 from lipxai.train.state import init_state
 from lipxai.train.step import make_predict, make_train_step
 from lipxai.train.validate import divergence_factor, eikonal_phase, validate_config
@@ -40,7 +40,7 @@ def train(config, workdir: str, *, verbose: bool = True):
     back to the newest that restores (:func:`lipxai.train.checkpoint.restore_latest`),
     and ``metrics.jsonl`` loses the records of steps after the restored one.
 
-    Raises :class:`~lipxai.config.ConfigError` for an invalid config or workdir, and
+    Raises :class:`~lipxai.train.config.ConfigError` for an invalid config or workdir, and
     :class:`TrainingDivergedError` at the first log, evaluation or checkpoint step whose
     losses or state diverged (:mod:`lipxai.train.divergence`), before that step writes a
     metric, an evaluation or a checkpoint.

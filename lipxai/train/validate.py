@@ -1,7 +1,7 @@
 """Validation of a training config's values, before anything is loaded, built or written.
 
 :func:`lipxai.train.train` calls :func:`validate_config` first, so a bad value is one
-:class:`~lipxai.config.ConfigError` naming its dotted key, the expected and the received value,
+:class:`~lipxai.train.config.ConfigError` naming its dotted key, the expected and the received value,
 and no run directory is created.  Model and loss hyperparameters are checked where they are
 built (:mod:`lipxai.train.build`).
 """
@@ -12,7 +12,7 @@ import math
 import numbers
 
 from lipxai import data
-from lipxai.config import ConfigError
+from lipxai.train.config import ConfigError
 
 #: ``train.divergence_factor`` when a config has no such key (see :mod:`lipxai.train.divergence`).
 DEFAULT_DIVERGENCE_FACTOR = 1e3

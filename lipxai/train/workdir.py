@@ -20,8 +20,8 @@ import fcntl
 import json
 import os
 
-from lipxai import config as config_lib
-from lipxai.config import ConfigError
+from lipxai.train import config as config_lib
+from lipxai.train.config import ConfigError
 
 LOCK = "train.lock"
 CONFIG = "config.json"

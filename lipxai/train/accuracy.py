@@ -1,4 +1,4 @@
-"""Evaluation: logits over a split in batches, clean and certified accuracy."""
+"""Logits over a split in batches, clean and certified accuracy (the training's evaluations)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluate the explanations of a trained run: a table of metrics per method, curves and bars.
+"""Evaluate the explanations of a trained run: metrics per method and mean faithfulness curves.
 
 ``lipxai evaluate RUN_DIR --methods saliency,ig --metrics deletion,stability --n 256`` explains
 the first ``n`` images of a split (the predicted class, as ``lipxai explain``) with each method
@@ -9,9 +9,7 @@ from the same key for every batch, so a score does not depend on the batch an ex
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,13 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lipxai import data, metrics
+from lipxai import metrics
 from lipxai._core.checks import positive_int
-from lipxai.cli import DEFAULT_EVALUATE_METHODS as DEFAULT_METHODS
-from lipxai.cli import DEFAULT_EVALUATE_METRICS as DEFAULT_METRICS
-from lipxai.run_explain import METHODS as EXPLAIN_METHODS
-from lipxai.run_explain import attribute, check_images, exported_apply
-from lipxai.run_explain import parse_names  # noqa: F401  (the --methods/--metrics parser)
+from lipxai.apps.explain import attribute, check_images
+from lipxai.apps.names import (
+    DEFAULT_EVALUATE_METHODS,
+    DEFAULT_EVALUATE_METRICS,
+    EVALUATE_BATCH,
+    EVALUATE_N,
+    EVALUATE_SAMPLES,
+)
 
 
 class Inputs(NamedTuple):
@@ -62,7 +63,7 @@ def _pixel_flipping(i):
                                   features="pixels", return_curve=True)
 
 
-#: ``--metrics`` names (:data:`lipxai.cli.EVALUATE_METRICS`).  Deletion and insertion use 28 steps (a row of an MNIST image per
+#: ``--metrics`` names (:data:`lipxai.apps.names.EVALUATE_METRICS`).  Deletion and insertion use 28 steps (a row of an MNIST image per
 #: step) and keep their curves; the sampled metrics use ``--samples`` draws.
 METRICS = {
     "deletion": Metric("faithfulness", "lower", _deletion),
@@ -85,10 +86,6 @@ METRICS = {
     "stability": Metric("robustness", "higher", lambda i: metrics.stability(
         i.explain_fn, i.x, i.target, key=i.key, samples=i.samples)),
 }
-
-#: Methods that produce attribution maps (``counterfactual`` produces images).
-ATTRIBUTION_METHODS = tuple(m for m in EXPLAIN_METHODS if m != "counterfactual")
-
 
 def _explain_fn(fn, method, key, search):
     """``explain_fn(x, target)`` for one method; built once per method so that the metrics'
@@ -115,8 +112,9 @@ class _Progress:
               file=sys.stderr, flush=True)
 
 
-def evaluate(fn, x, methods, metric_names, *, key, samples: int = 20, batch: int = 64,
-             search: str = "pgd", progress: bool = False) -> dict:
+def score_attributions(fn, x, methods, metric_names, *, key, samples: int = EVALUATE_SAMPLES,
+                       batch: int = EVALUATE_BATCH,
+                       search: str = "pgd", progress: bool = False) -> dict:
     """Score the attributions of ``fn``'s predicted class on ``x`` for every method and metric.
 
     Returns ``{"scores": {method: {metric: float[n]}}, "curves": {metric: {method:
@@ -171,19 +169,16 @@ def summarise(scores: dict) -> dict:
     return out
 
 
-def evaluate_run(run, methods=DEFAULT_METHODS, metric_names=DEFAULT_METRICS, *, n: int = 256,
-                 split: str = "test", seed: int = 0, samples: int = 20, batch: int = 64,
-                 search: str = "pgd", progress: bool = False) -> dict:
-    """:func:`evaluate` on the first ``n`` images of ``split``; a JSON-ready summary (with
-    the mean deletion/insertion curves) plus the per-example ``scores`` (numpy)."""
-    images, _ = data.load_split(run.config.data.name, split, data_dir=run.config.data.data_dir or None)
-    if n < 1 or n > len(images):
-        raise ValueError(f"n must be in [1, {len(images)}] (the size of split {split!r}), got {n}")
-    x = jnp.asarray(data.preprocess(images[:n]))
-    out = evaluate(exported_apply(run), x, methods, metric_names, key=jax.random.PRNGKey(seed),
-                   samples=samples, batch=batch, search=search, progress=progress)
+def evaluation(fn, x, methods=DEFAULT_EVALUATE_METHODS, metric_names=DEFAULT_EVALUATE_METRICS, *,
+               split: str = "test", seed: int = 0, samples: int = EVALUATE_SAMPLES,
+               batch: int = EVALUATE_BATCH, search: str = "pgd", progress: bool = False) -> dict:
+    """:func:`score_attributions` on the images ``x`` (of ``split``, named in the result); a
+    JSON-ready summary (with the mean deletion/insertion curves) plus the per-example
+    ``scores`` (numpy, left out of ``evaluate.json``)."""
+    out = score_attributions(fn, jnp.asarray(x), methods, metric_names, key=jax.random.PRNGKey(seed),
+                             samples=samples, batch=batch, search=search, progress=progress)
     return dict(
-        n=n, split=split, seed=seed, samples=samples, methods=list(methods),
+        n=len(x), split=split, seed=seed, samples=samples, methods=list(methods),
         metrics={name: dict(group=METRICS[name].group, better=METRICS[name].better)
                  for name in metric_names},
         results=summarise(out["scores"]),
@@ -192,75 +187,9 @@ def evaluate_run(run, methods=DEFAULT_METHODS, metric_names=DEFAULT_METRICS, *, 
     )
 
 
-def format_table(result: dict) -> str:
-    """A markdown table: a row per method, a column per metric (mean ± standard error)."""
-    names = list(result["metrics"])
-    arrow = {"lower": "↓", "higher": "↑"}
-    head = "| method | " + " | ".join(f"{k} {arrow[result['metrics'][k]['better']]}" for k in names) + " |"
-    lines = [head, "|---" * (len(names) + 1) + "|"]
-    for method, per in result["results"].items():
-        cells = []
-        for k in names:
-            s = per[k]
-            cell = f"{s['mean']:.4g} ± {s['sem']:.2g}"
-            cells.append(cell + (f" ({s['nan']} nan)" if s["nan"] else ""))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_evaluation(result: dict, workdir: str, stem: str = "evaluate") -> dict:
-    """Write ``STEM.json`` (summary and curves), ``STEM.md`` (the table) and the plots
-    ``STEM_bars.png`` and, with deletion/insertion/pixel flipping, ``STEM_curves.png``."""
-    paths = dict(json=os.path.join(workdir, f"{stem}.json"), md=os.path.join(workdir, f"{stem}.md"),
-                 bars=os.path.join(workdir, f"{stem}_bars.png"))
-    summary = {k: v for k, v in result.items() if k != "scores"}
-    with open(paths["json"], "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(paths["md"], "w") as f:
-        f.write(f"Explanation metrics on {result['n']} {result['split']} images "
-                f"(mean ± standard error; ↑ higher is better, ↓ lower is better)\n\n")
-        f.write(format_table(result) + "\n")
-    plot_bars(paths["bars"], result)
-    if result["curves"]:
-        paths["curves"] = os.path.join(workdir, f"{stem}_curves.png")
-        plot_curves(paths["curves"], result)
-    return paths
-
-
-def plot_bars(path: str, result: dict) -> None:
-    """One panel per metric, a bar per method with its standard error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names, methods = list(result["metrics"]), list(result["results"])
-    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        means = [result["results"][m][name]["mean"] for m in methods]
-        sems = [result["results"][m][name]["sem"] for m in methods]
-        ax.bar(range(len(methods)), means, yerr=sems, color=[f"C{i}" for i in range(len(methods))])
-        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
-        ax.set_title(f"{name} ({result['metrics'][name]['better']} is better)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_curves(path: str, result: dict) -> None:
-    """The mean score of the explained class along each faithfulness curve, per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = result["curves"]
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
-    for ax, (name, per) in zip(axes[0], curves.items(), strict=True):
-        for method, c in per.items():
-            ax.plot(np.linspace(0, 1, len(c)), c, label=method)
-        ax.set(xlabel="fraction of features", ylabel="score of the explained class", title=name)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def evaluate_run(run, methods=DEFAULT_EVALUATE_METHODS, metric_names=DEFAULT_EVALUATE_METRICS, *,
+                 n: int = EVALUATE_N, split: str = "test", **options) -> dict:
+    """:func:`evaluation` of ``run.apply`` on the first ``n`` images of ``split`` (``options``:
+    those of :func:`evaluation`)."""
+    x, _ = run.split(split, n)
+    return evaluation(run.apply, x, methods, metric_names, split=split, **options)
