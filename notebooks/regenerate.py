@@ -24,10 +24,11 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = os.path.dirname(os.path.abspath(__file__))
 
-#: Notebooks regenerated in fast mode (tiny models, few images), because their full run takes
-#: longer than about 8 minutes on a 2-core CPU: it trains a 1000-step run of the quickstart config
-#: (unless ``runs/quickstart`` exists) and a 1000-step CNN, more than 01_quickstart's full run,
-#: which took about 19 minutes on 2 shared cores. Their first cell says their outputs are fast.
+#: Notebooks regenerated in fast mode (tiny models, few images), because their full run is too long
+#: for a 2-core CPU: it trains a 1000-step run of the quickstart config (unless ``runs/quickstart``
+#: exists) and a 1000-step CNN. 01_quickstart (a 600-step run) and 03 run in full: 01 took about
+#: 19 minutes on 2 cores shared with other work (load 6-8), 03 about 2 minutes. The first cell of
+#: a fast notebook says its outputs are fast.
 FAST = frozenset({"02_explanations.ipynb", "04_evaluating_explanations.ipynb"})
 
 
