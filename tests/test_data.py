@@ -325,8 +325,8 @@ def test_normalize_is_one_map_for_numpy_jax_and_runs(mnist_test, normalize):
     import jax.numpy as jnp
     import ml_collections
 
-    from lipxai import config as config_lib
-    from lipxai.run import Run
+    from lipxai.train import config as config_lib
+    from lipxai.train.rundir import Run
 
     images = mnist_test[0][:64]
     channels = len(np.atleast_1d(normalize[0]))
