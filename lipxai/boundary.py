@@ -39,8 +39,9 @@ than the true boundary distance since every returned point is checked by ``m``.
 
 The methods take gradients inside loops; on CPU the search is re-interpreted with its
 convolutions in the forms XLA:CPU runs fastest (:func:`lipxai._core.xla_cpu.for_gradients`:
-kernels laid out explicitly, about 2x faster gradient steps in loops, and padded for XLA's
-threaded kernel, 13% faster PGD on the benchmark CNN; same values).
+kernels laid out explicitly, as XLA:CPU runs a convolution's input gradient inside a loop
+with a slow kernel otherwise, and padded for XLA's threaded kernel; same values; timings in
+docs/results.md).
 
 Per-example results assume that ``fn`` treats examples independently (no batch
 statistics): gradients are taken of ``sum_b m_b`` and every update, stop and

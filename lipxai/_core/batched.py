@@ -52,18 +52,12 @@ def default_chunk(n: int, x_shape) -> int:
     (with the model's activations and their gradients for them) at once on every backend,
     and on CPU about ``max(B, CPU_CHUNK_ELEMENTS / example size)`` examples.
 
-    Measured with benchmarks/attributions.py (its MNIST CNN, 2 shared Xeon cores, load 1.4
-    to 1.6, medians of 5 interleaved calls), chunks in a ``lax.scan`` with the convolution
-    kernels laid out for XLA:CPU (see :func:`chunked_reduce`), ms per image at batch 128:
-    IG-64 13.6 / 20.1 / 20.6 / 21.7 / 46.3 with 1 / 8 / 16 / 32 / 64 steps per chunk
-    (Captum 15.4 with ``internal_batch_size`` of one step, 28.5 with 16); SmoothGrad-32 6.9 /
-    10.6 / 11.0 / 11.3 with 1 / 8 / 16 / 32 samples (Captum 7.9 with ``nt_samples_batch_size``
-    1, 14.9 with 16).  At batch 16: IG-64 13.7 / 14.4 / 15.3 / 20.0 with 8 / 10 / 16 / 32
-    steps, SmoothGrad-32 7.1 / 8.5 / 11.1 with 8 / 16 / 32 samples.  Smaller chunks are faster
-    while a chunk's activations stay in the cache, so batch 128 gets chunks of 1 step or
-    sample, batch 16 chunks of 10 steps for IG-64 and 8 samples for SmoothGrad-32.  (The
-    previous default, up to 8 chunks unrolled in the traced program to avoid the slow loop
-    kernel, took 20.7 ms per image for IG-64 at batch 128.)
+    On CPU smaller chunks are faster while a chunk's activations stay in the cache (chunks in
+    a ``lax.scan`` with the convolution kernels laid out for XLA:CPU, see
+    :func:`chunked_reduce`), so for MNIST-sized inputs batch 128 gets chunks of 1 step or
+    sample, batch 16 chunks of 10 steps for IG-64 and 8 samples for SmoothGrad-32.  The
+    chunk sweep behind this is in docs/results.md ("Design measurements behind library
+    choices").
     """
     n = positive_int("n", n)
     if jax.default_backend() != "cpu":
@@ -145,9 +139,8 @@ def chunked_reduce(chunk_fn, n: int, chunk: int | None, op=jnp.add, fill=0,
     :mod:`lipxai._core.xla_cpu` (which change nothing off CPU): by default
     :func:`~lipxai._core.xla_cpu.for_gradient_loops`, as XLA:CPU compiles the input
     gradient of a convolution to its library kernel only outside loops unless the kernel is
-    laid out explicitly (without it, SmoothGrad-32 on the benchmark CNN, batch 16, 2 chunks
-    of 16 samples, load ~3, took 408 ms in the scan against 233 ms for all 32 samples at
-    once); the explanation methods, whose chunks only take gradients, use
+    laid out explicitly (without it a loop of chunks was slower than all of them at once, see
+    docs/results.md); the explanation methods, whose chunks only take gradients, use
     :func:`~lipxai._core.xla_cpu.for_gradients`.
     """
     c = n if chunk is None else min(chunk, n)

@@ -14,13 +14,12 @@ axes swapped.  JAX's transpose rule writes the swap as kernel dimension numbers 
 an ``HWIO`` kernel) rather than as a copy.  XLA:CPU's ``ConvCanonicalization`` rewrites such
 convolutions for its library kernels only in the entry computation; inside a ``while`` loop
 (``fori_loop``, ``scan``, ``while_loop``) the ``01oi`` convolution is compiled to a slower
-kernel.  Measured on the MNIST CNN of benchmarks/attributions.py (batch 128, 2 cores): one
-gradient step took 48.4-53.6 ms in a ``fori_loop`` against 29.7 ms unrolled, and 26.2 ms with
-the kernel transposed explicitly.  So every ungrouped convolution whose kernel is not laid out
-spatial axes, then input features, then output features, gets an explicit ``transpose`` of
-its kernel into that layout and the matching dimension numbers.  Only kernels no larger than
-the convolution's input are moved (the weight gradient's convolution, whose "kernel" is an
-activation gradient, is left alone).
+kernel, which made a gradient step of a small CNN much slower in a loop than unrolled
+(figures in docs/results.md, "Design measurements behind library choices").  So every
+ungrouped convolution whose kernel is not laid out spatial axes, then input features, then
+output features, gets an explicit ``transpose`` of its kernel into that layout and the
+matching dimension numbers.  Only kernels no larger than the convolution's input are moved
+(the weight gradient's convolution, whose "kernel" is an activation gradient, is left alone).
 
 **Threaded kernel** (:func:`threaded_conv_kernels`).  XLA:CPU hands a 2-D convolution with
 more than 16 input or output features to a YNNPACK fusion, which runs on one core when the
@@ -31,12 +30,10 @@ those whose output is larger than their input along a spatial axis (XLA's
 ``IsConvolutionOpSupportedByYnn``).  So such a convolution gets enough extra padding at the
 end of one spatial axis for one more output position than input positions there, and the
 extra outputs are sliced off: the values are unchanged, the work grows by the extra outputs,
-at most :data:`MAX_EXTRA_WORK` of the output.  Measured on the same CNN (2 cores, load ~0.7):
-saliency at batch 128 took 18.7 ms against 25.2 ms; IG-64 and SmoothGrad-32 (chunks of one
-step / sample in a ``lax.scan``, with the kernel layout) 9.0 and 4.8 ms per image against
-13.1 and 6.8 ms.  Not for forward-only functions: there the convolution, its ReLU and its
-pooling end in a reduction, a fusion YNNPACK does run on both cores (the CNN's forward pass:
-6.5 ms, 11.0 ms with the extra padding).
+at most :data:`MAX_EXTRA_WORK` of the output; using every core outweighs it in gradient
+computations (figures in docs/results.md).  Not for forward-only functions: there the
+convolution, its ReLU and its pooling end in a reduction, a fusion YNNPACK does run on every
+core, and the padding would only add work.
 
 Convolutions inside custom-derivative rules, or inside higher-order primitives other than
 calls, remat, ``cond``, ``scan`` and ``while``, are left as they are.
@@ -172,16 +169,11 @@ def for_gradients(fn):
 
 #: XLA CPU compile options that :func:`jit` requests (when this XLA knows them).
 #: ``xla_cpu_experimental_ynn_fusion_type=""`` turns off XLA CPU's YNNPACK fusions, so that
-#: convolutions and dots run on XLA's Eigen kernels.  Measured with benchmarks/attributions.py
-#: (its MNIST CNN, default chunks; 2 shared Xeon cores, load 0.9-1.8), ms per image with
-#: ``jax.jit`` -> with :func:`jit`: batch 128: saliency 0.262 -> 0.165, SmoothGrad-32 10.5 ->
-#: 5.9, IG-64 20.5 -> 11.0; batch 16 (load ~1.2): saliency 0.35 -> 0.38 (no gain),
-#: SmoothGrad-32 7.3 -> 5.4, IG-64 15.2 -> 10.6.  Not applied unless asked for: the option
-#: is experimental, and its effect depends on the CPU and the model.  Those timings predate the
-#: convolution rewrites above, which give the explanation methods
-#: XLA's threaded convolutions under plain ``jax.jit`` too; since then (batch 128, load ~2.4),
-#: lipxai / Captum: saliency 0.99 -> 0.88 with this, IG-64 0.65 -> 0.70, SmoothGrad-32 0.62 ->
-#: 0.69.
+#: convolutions and dots run on XLA's Eigen kernels, which are threaded.  Not applied unless
+#: asked for: the option is experimental, and its effect depends on the CPU and the model; the
+#: convolution rewrites above already give the explanation methods XLA's threaded convolutions
+#: under plain ``jax.jit``, and since them the option has helped some methods and slowed
+#: others (figures in docs/results.md, "Design measurements behind library choices").
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

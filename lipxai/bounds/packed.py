@@ -13,9 +13,10 @@ gives ``lower' = conv(lower, W+) + conv(upper, W-)`` and ``upper' = conv(lower, 
 conv(upper, W+)`` (exact interval bounds of a linear map, Gowal et al. 2018), and every
 following monotone op that leaves the last axis alone (adding a point, ``max``/``min``,
 reshape, max/sum pooling, ...) is one op on the packed array: the chain fuses as the forward
-pass does.  It costs twice the convolution FLOPs of the centre-radius form.  On the benchmark
-CNN (``benchmarks/bounds.py``, batch 128, 2 CPU cores) forward IBP went from 3.1-3.5x to
-2.4-2.5x a forward pass; on an H100 both forms take 1.2-1.4x (a pass there is ~0.3 ms).
+pass does.  It costs twice the convolution FLOPs of the centre-radius form and still comes
+out faster on CPU, where it saves the extra passes over the activations; on a GPU the two
+forms cost about the same (figures in docs/results.md, "Design measurements behind library
+choices").
 
 Only convolutions whose output reaches nothing but lane-wise ops, calls and further
 convolutions are packed (:func:`stays_packed`): in ``jax.grad`` the pre-activations also
@@ -74,7 +75,8 @@ def stays_packed(var, readers, depth: int = _CHAIN_DEPTH) -> bool:
     convolution, a call or the end: lane-wise ops (:data:`PACKED_RULES`), calls and
     convolutions.  In the forward pass (conv, bias, ReLU, pooling) it holds; in the jaxpr of
     ``jax.grad`` the pre-activations also feed the ReLU derivative (``x > 0``), which would
-    unpack them, and packing there made gradient bounds of the benchmark CNN 1.4x slower."""
+    unpack them, and a value needed both packed and unpacked costs more than the
+    centre-radius form (measured slower on the benchmark CNN, see docs/results.md)."""
     if depth == 0:
         return False
     for eqn in readers.get(var, ()):

@@ -55,8 +55,9 @@ def _keepdims_shape(shape, axes):
 
 #: Reductions over at most this many elements per output decide ``u == max(u)`` position by
 #: position with elementwise ops on slices, which XLA fuses into one loop; larger ones with
-#: reductions.  On a 2x2 max-pool of a 128x28x28x32 interval (2 CPU cores) the slices took
-#: 1.9 ms and the reductions 21.6 ms (XLA:CPU ran them as one-core YNNPACK fusions).
+#: reductions.  XLA:CPU runs the reductions as one-core YNNPACK fusions, much slower than the
+#: one fused loop for small windows such as a 2x2 max-pool (see docs/results.md, "Design
+#: measurements behind library choices").
 MAX_SLICED_WINDOW = 16
 
 

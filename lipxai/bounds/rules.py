@@ -367,8 +367,8 @@ def _conv(a, b, **params):
     (``lipxai.bounds.packed``).
 
     The outputs of these convolutions are used whole (by comparisons, or by a backward pass),
-    so on CPU they get the threaded kernel of :func:`lipxai._core.xla_cpu.for_gradients`:
-    gradient bounds of the benchmark CNN (batch 128, 2 cores) took 51 ms against 66 ms."""
+    so on CPU they get the threaded kernel of :func:`lipxai._core.xla_cpu.for_gradients`,
+    which makes gradient bounds of a CNN faster (see docs/results.md)."""
     params = {**params, "precision": FULL_PRECISION}
     return _bilinear(for_gradients(lambda x, y: lax.conv_general_dilated_p.bind(x, y, **params)),
                      a, b)

@@ -68,11 +68,11 @@ Cost: per example, ``A`` has ``n`` x (size of the value) entries, twice once the
 upper bounds differ (after the first relaxed ReLU), and each linear layer costs about ``2 n``
 times its forward pass.  The input's own coefficients are kept diagonal (:class:`Diagonal`)
 until the first layer, so a first dense layer costs ``n`` x its outputs, not an ``n x n``
-product.  Measured (XLA CPU, gradient bounds of a logit, temporary memory): an MNIST MLP
-784-128-128-10 needs about 1.2 MB per example and runs 50-100x as long as IBP; the
-conv32-conv64-dense128 CNN of ``benchmarks/_common.py`` (28x28x32 conv outputs: 784 x 25088
-coefficients) about 230 MB per example and 800x as long as IBP.  Batch the examples
-accordingly.  Parameter boxes are not supported (the linear bounds are in the input only).
+product.  So memory and time grow with the input size times the activations: already for
+an MNIST MLP the gradient bounds take far longer than IBP, and the conv32-conv64-dense128 CNN
+of ``benchmarks/_common.py`` (28x28x32 conv outputs: 784 x 25088 coefficients) needs hundreds
+of MB per example (figures in docs/results.md).  Batch the examples accordingly.  Parameter
+boxes are not supported (the linear bounds are in the input only).
 """
 
 from __future__ import annotations

@@ -16,18 +16,15 @@ r"""Counterfactuals: the smallest change of ``x`` that changes the decision.
   (one more forward pass on the ``C`` candidate points per example): the closest candidate
   that changes the prediction, or when none does (and for ``t <= 1``, which is not meant to
   cross), the class closest in the linearised distance :math:`m_j / \|\nabla m_j\|`.
-  On the quickstart model (1000 MNIST test images, ``t = 1.1``) the choice among the
-  candidates flips 99.5% of the predictions, at a mean 1.17x (median 1.16x) the distance of the
-  closer of PGD and CW and 1.16x (1.14x) that of :func:`lipxai.boundary.search`'s PGD ladder.
-  The overshoot ``t`` accounts for 1.1x.  The rest is the direction and how evenly the margin
-  falls along the step; the quickstart's last 400 training steps hold the margin's gradient
-  norm at 1 (:func:`lipxai.losses.margin_eikonal`), without which the ratios were 1.23x (1.19x)
-  and 1.20x (1.17x): the model's first 3x3 convolution into 32 channels does not preserve
-  gradient norms (every later layer does).  With 3x3 convolutions and pooling in both blocks
-  (``downsample="pool"``) they were 1.26x (1.21x) and 1.23x (1.19x).  A 784-512-256-10 Björck
-  MLP, whose margin gradients all have norm :math:`\sqrt 2`, reaches 1.09x (median, against PGD, 256 images), but its margin falls
-  more slowly than linearly along the step and only 90.6% of its predictions flip at
-  ``t = 1.1`` (100% at 1.2).
+  Its distance exceeds the closest boundary point's by the factor ``t`` and by the
+  linearisation: the step is exact only where the gradient points at the closest boundary
+  point and the margin falls linearly along it.  So it comes closest on models trained to hold
+  the margin's gradient norm at 1 (:func:`lipxai.losses.margin_eikonal`, as the quickstart's
+  last training steps do); a first convolution that does not preserve gradient norms, or
+  pooling, moves it further, and a margin that falls more slowly than linearly along the step
+  can leave the class unchanged at a small ``t``.  The distances, against the boundary points
+  of :func:`lipxai.boundary.search`, PGD and CW, are in docs/results.md ("Boundary search and
+  counterfactuals").
 * ``method="search"`` (any model): the closest boundary point found by
   :func:`lipxai.boundary.search` (just across the boundary, within its ``tol``).
 """

@@ -23,10 +23,10 @@ def group_sort(x: jax.Array, group_size: int) -> jax.Array:
     norm preserving (Anil, Lucas & Grosse 2019, "Sorting out Lipschitz function
     approximation"). Small groups are sorted by an odd-even transposition network
     of ``min``/``max`` (``group_size`` rounds), which XLA fuses into elementwise
-    code: on CPU its gradient is about 30x faster than that of ``jnp.sort``. Each
-    round exchanges all its pairs at once (:func:`_exchange_pairs`), so the program
-    grows with the number of rounds, not with the ``group_size**2 / 2`` exchanges:
-    unrolled exchange by exchange, XLA's compile time of the gradient (and of interval
+    code: on CPU its gradient is much faster than that of ``jnp.sort`` (see
+    docs/results.md). Each round exchanges all its pairs at once (:func:`_exchange_pairs`),
+    so the program grows with the number of rounds, not with the ``group_size**2 / 2``
+    exchanges: unrolled exchange by exchange, XLA's compile time of the gradient (and of interval
     bounds of the gradient) grew faster than quadratically with the group size. Groups
     of more than two go through :func:`sorting_network`, whose derivative is one
     primitive (same values), so that ``lipxai.bounds`` bounds it with one rule.

@@ -207,10 +207,10 @@ def max_pool(
     gradient goes to its first NaN (flax's to some element of the window).
 
     Why: flax's ``max_pool`` is ``lax.reduce_window(max)``, whose gradient is XLA's
-    ``select_and_scatter_add``; on XLA CPU that op is slow: the input gradient of a
-    conv32-conv64-dense128 MNIST CNN with flax's pool took 1.5x to 3.5x as long as with this
-    one (batches of 16 to 2048, 2 shared CPU cores).  When the windows tile the input
-    (``window == strides``, any padding of width >= 0, floating ``x``), this function
+    ``select_and_scatter_add``; on XLA CPU that op is slow enough to make the input gradient
+    of a small CNN markedly slower (figures in docs/results.md, "Design measurements behind
+    library choices").  When the windows tile the input (``window == strides``, any padding
+    of width >= 0, floating ``x``), this function
     instead reshapes the padded, cropped input to ``(..., out_i, window_i, ..., features)``
     and takes the max over the window axes, with a custom JVP that routes the tangent
     through the first-maximum mask (so forward mode, ``grad`` and higher derivatives all
