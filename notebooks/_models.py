@@ -15,7 +15,9 @@ from lipxai.train import config as config_lib
 def lipschitz_model(repo, fast):
     """The quickstart run (``runs/quickstart``, from ``lipxai quickstart``) when it exists and
     ``fast`` is off; otherwise a short run of the quickstart config (tiny when ``fast``).
-    Returns ``run.apply`` (the exported model: cheap repeated gradients) and the run."""
+    Returns the exported model (cheap repeated gradients) as a ``Partial`` over its weights,
+    ``fn.func(weights, x)`` and ``fn.args[0]`` (what a weight-randomisation test replaces),
+    and the run."""
     quickstart = os.path.join(repo, "runs", "quickstart")
     if not fast and os.path.exists(os.path.join(quickstart, "config.json")):
         run = lx.load_run(quickstart)
@@ -29,7 +31,8 @@ def lipschitz_model(repo, fast):
         workdir = tempfile.mkdtemp(prefix="lipxai-nb-")
         lx.train.train(config, workdir, verbose=False)
         run = lx.load_run(workdir)
-    return run.apply, run
+    plain, weights = run.export()
+    return jax.tree_util.Partial(lambda w, z: plain.apply(w, run.normalize(z)), weights), run
 
 
 def unconstrained_model(train_images, train_labels, fast, steps=None):
