@@ -8,7 +8,9 @@ import sys
 import pytest
 from _tiny_run import TINY
 
-from lipxai import cli
+from lipxai import cli, data
+from lipxai.apps import quickstart
+from lipxai.train import rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,21 +22,47 @@ def lipxai(*args, env_extra=None):
 
 
 @pytest.mark.dataset("mnist")
-def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys):
+def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
+    """The quickstart in process (the test split read once after training, the model exported
+    once, the report), then the follow-up commands as a user runs them, in subprocesses."""
     workdir = tmp_path / "quick"
     # a start rejected by its config leaves nothing that blocks the next one in the same folder
     assert cli.main(["quickstart", "--workdir", str(workdir), *TINY, "--config.train.batch_size=0"]) == 2
     assert "train.batch_size" in capsys.readouterr().err and not (workdir / "config.json").exists()
-    out = lipxai("quickstart", "--workdir", str(workdir), *TINY, "--config.train.num_steps=30",
-                 "--config.train.eval_every=30", "--config.evaluate.n=6", "--config.evaluate.samples=2",
+    loads, exports = [], []
+    load_split, export, train = data.load_split, rundir.export, quickstart.train
+
+    def counted_load(name, split, **kwargs):
+        loads.append((name, split))
+        return load_split(name, split, **kwargs)
+
+    def counted_export(*args, **kwargs):
+        exports.append(args)
+        return export(*args, **kwargs)
+
+    def counted_train(*args, **kwargs):  # the training reads its own splits: count after it
+        state = train(*args, **kwargs)
+        loads.clear()
+        return state
+
+    monkeypatch.setattr(data, "load_split", counted_load)
+    monkeypatch.setattr(rundir, "export", counted_export)
+    monkeypatch.setattr(quickstart, "train", counted_train)
+    overrides = [*TINY, "--config.train.num_steps=30", "--config.train.eval_every=30",
+                 "--config.evaluate.n=6", "--config.evaluate.samples=2",
                  "--config.evaluate.methods=('saliency', 'smoothgrad')",
-                 "--config.evaluate.metrics=('deletion', 'sparseness')")
-    assert out.returncode == 0, out.stderr[-2000:]
+                 "--config.evaluate.metrics=('deletion', 'sparseness')"]
+    assert cli.main(["quickstart", "--workdir", str(workdir), *overrides]) == 0, capsys.readouterr().err
+    assert loads == [("mnist", "test")] and len(exports) == 1
+    monkeypatch.undo()
     for name in ("report.md", "certify.json", "certified_accuracy.png", "examples.png", "metrics.jsonl",
                  "explanations.png", "evaluate.json", "evaluate_curves.png"):
         assert (workdir / name).exists(), name
     report = (workdir / "report.md").read_text()
     assert "explanations.png" in report and "| smoothgrad |" in report
+    assert f"Config: {quickstart.default_config()} {' '.join(overrides)}." in report
+    average = quickstart.average_images_per_sec(rundir.load_run(str(workdir)).metrics("train"), 32)
+    assert f"{average:.0f} images/s on average" in report and "red pixels raise the" in report
     evaluation = json.loads((workdir / "evaluate.json").read_text())
     assert evaluation["n"] == 6 and set(evaluation["results"]) == {"saliency", "smoothgrad"}
     deletion = evaluation["results"]["smoothgrad"]["deletion"]
