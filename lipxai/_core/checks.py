@@ -19,12 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def floating_array(name: str, x, *, min_rank: int | None = None, rank: int | None = None):
-    """Check that ``x`` is a floating array (optionally of a given rank); return it as a jax array."""
+def _with_dtype(x):
+    """``(x, dtype)``: an array-like without a dtype (a list, a scalar) as a numpy array."""
     dtype = getattr(x, "dtype", None)
     if dtype is None:
         x = np.asarray(x)
         dtype = x.dtype
+    return x, dtype
+
+
+def floating_array(name: str, x, *, min_rank: int | None = None, rank: int | None = None):
+    """Check that ``x`` is a floating array (optionally of a given rank); return it as a jax array."""
+    x, dtype = _with_dtype(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {dtype}")
     ndim = np.ndim(x)
@@ -39,10 +45,7 @@ def floating_array(name: str, x, *, min_rank: int | None = None, rank: int | Non
 
 def labels_for(name: str, labels, num_classes: int, batch: int):
     """Check integer labels of shape ``[batch]`` in ``[0, num_classes)`` (values checked when concrete)."""
-    dtype = getattr(labels, "dtype", None)
-    if dtype is None:
-        labels = np.asarray(labels)
-        dtype = labels.dtype
+    labels, dtype = _with_dtype(labels)
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {dtype}")
     if tuple(np.shape(labels)) != (batch,):

@@ -1,6 +1,8 @@
-"""Re-evaluating jaxpr equations: what the jaxpr interpreters (lipxai.bounds,
-lipxai.metrics.softplus_relu, lipxai._core.xla_cpu) share, and :class:`Rewriter`, the
-equation-replacing interpreter of the last two."""
+"""Re-evaluating jaxpr equations: the one equation loop of lipxai's jaxpr interpreters
+(:class:`Environment`, whose :meth:`~Environment.run` takes the per-equation step as a hook),
+what they share besides, and :class:`Rewriter`, the equation-replacing interpreter of
+lipxai.metrics.softplus_relu and lipxai._core.xla_cpu.  The interval and symbolic interpreters
+of lipxai.bounds are the loop's other two users."""
 
 from __future__ import annotations
 
@@ -27,6 +29,54 @@ def scan_layout(params) -> tuple[int, int]:
         return params["num_consts"], params["num_carry"]
     consts, carry, _ = params["ft_in"].unpack()
     return len(list(consts.vals)), len(list(carry.vals))
+
+
+def as_list(eqn, out) -> list:
+    """``out`` as a list of the equation's results (a one-result primitive returns a value)."""
+    return out if eqn.primitive.multiple_results else [out]
+
+
+class Environment:
+    """The values of one jaxpr's variables while it is interpreted, and optional notes: a side
+    value per variable that the step carries along (the symbolic interpreter's linear bounds).
+
+    ``run(step)`` is the equation loop every lipxai interpreter uses; ``step(eqn, invals)``
+    returns ``(outvals, outnotes)``: a list of values per output variable and a list of notes
+    or None (no notes).  Dropped outputs (``_``) are not stored.
+    """
+
+    def __init__(self, jaxpr: jcore.Jaxpr, consts, args, notes=None):
+        self.jaxpr = jaxpr
+        self._values, self._notes = {}, {}
+        for var, value in zip(jaxpr.constvars, consts, strict=True):
+            self._values[var] = value
+        for var, value in zip(jaxpr.invars, args, strict=True):
+            self._values[var] = value
+        for var, note in zip(jaxpr.invars, notes or [None] * len(args), strict=True):
+            if note is not None:
+                self._notes[var] = note
+
+    def read(self, var):
+        """The value of ``var`` (a literal's own value)."""
+        return var.val if isinstance(var, jcore.Literal) else self._values[var]
+
+    def note(self, var):
+        """The note of ``var``, None when it has none (literals never do)."""
+        return None if isinstance(var, jcore.Literal) else self._notes.get(var)
+
+    def run(self, step) -> tuple[list, list]:
+        """Evaluate the equations in order with ``step``; returns the jaxpr's outputs and their
+        notes."""
+        for eqn in self.jaxpr.eqns:
+            outvals, outnotes = step(eqn, [self.read(v) for v in eqn.invars])
+            for i, var in enumerate(eqn.outvars):
+                if isinstance(var, jcore.DropVar):
+                    continue
+                self._values[var] = outvals[i]
+                if outnotes is not None and outnotes[i] is not None:
+                    self._notes[var] = outnotes[i]
+        outvars = self.jaxpr.outvars
+        return [self.read(v) for v in outvars], [self.note(v) for v in outvars]
 
 
 #: Call primitives and the parameter that holds their body.
@@ -133,30 +183,18 @@ class Rewriter(abc.ABC):
         return self.eval_jaxpr(closed.jaxpr, closed.consts, *args)
 
     def eval_jaxpr(self, jaxpr, consts, *args) -> list:
-        env = {}
-
-        def read(var):
-            return var.val if isinstance(var, jcore.Literal) else env[var]
-
-        for var, value in zip(jaxpr.constvars, consts, strict=True):
-            env[var] = value
-        for var, value in zip(jaxpr.invars, args, strict=True):
-            env[var] = value
         context = self.context(jaxpr, consts)
-        for eqn in jaxpr.eqns:
-            invals = [read(v) for v in eqn.invars]
+
+        def step(eqn, invals):
             if self.is_target(eqn, context):
                 outvals = self.rewrite(eqn, invals, context)
             elif any(self.has_target(sub) for sub in self._followed(eqn)):
                 outvals = self._eval_higher_order(eqn, invals)
             else:
                 outvals = bind(eqn, invals)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            for var, value in zip(eqn.outvars, outvals, strict=True):
-                if not isinstance(var, jcore.DropVar):
-                    env[var] = value
-        return [read(v) for v in jaxpr.outvars]
+            return as_list(eqn, outvals), None
+
+        return Environment(jaxpr, consts, args).run(step)[0]
 
     def _eval_higher_order(self, eqn, invals):
         name, params = eqn.primitive.name, eqn.params

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._core.jaxpr import bind
+from lipxai._core.jaxpr import Environment, as_list, bind
 from lipxai.bounds import packed
 from lipxai.bounds.interval import Interval, PackedInterval, is_interval, unpacked
 from lipxai.bounds.patterns import MaxFacts, iota_axes
@@ -29,34 +29,23 @@ _SELF_COMPARISON = {"eq": True, "ge": True, "le": True, "ne": False, "gt": False
 _SELF_BINARY = {"mul": "square"}
 
 
-def _read(env, var):
-    return var.val if isinstance(var, jcore.Literal) else env[var]
-
-
 def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, *args, keep_packed: bool = False) -> list:
     """Interpret an open jaxpr on Intervals and points; returns the list of outputs.
 
     ``keep_packed``: return PackedIntervals as they are (the call rules do, so that a packed
     chain goes on through ``jit`` and custom-derivative bodies); by default they are
     unpacked into plain Intervals."""
-    env = {}
-    for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = value
-    for var, value in zip(jaxpr.invars, args, strict=True):
-        env[var] = value
-    facts = MaxFacts(lambda var: _read(env, var), eval_eqn, iotas=iota_axes(jaxpr))
+    env = Environment(jaxpr, consts, args)
+    facts = MaxFacts(env.read, eval_eqn, iotas=iota_axes(jaxpr))
     uses = packed.uses(jaxpr)
-    for eqn in jaxpr.eqns:
-        invals = [_read(env, v) for v in eqn.invars]
+
+    def step(eqn, invals):
         decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
         pack = eqn.primitive.name in packed.PACKING and packed.stays_packed(eqn.outvars[0], uses)
         outvals = decided if decided is not None else eval_eqn(eqn, invals, pack)
-        if not eqn.primitive.multiple_results:
-            outvals = [outvals]
-        for var, value in zip(eqn.outvars, outvals, strict=True):
-            if not isinstance(var, jcore.DropVar):
-                env[var] = value
-    outs = [_read(env, v) for v in jaxpr.outvars]
+        return as_list(eqn, outvals), None
+
+    outs, _ = env.run(step)
     return outs if keep_packed else [unpacked(v) for v in outs]
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from lipxai._core.jaxpr import BODIES
+from lipxai._core.jaxpr import BODIES, Environment, as_list
 from lipxai.bounds.control import function_name, named_call
 from lipxai.bounds.interpreter import eval_eqn
 from lipxai.bounds.interval import is_interval, lower_of
@@ -83,49 +83,28 @@ def eval_jaxpr(jaxpr: jcore.Jaxpr, consts, args, linears) -> tuple[list, list]:
     """Interpret an open jaxpr on Intervals and points, with optional linear bounds
     (``linears[i]``: a :class:`Linear` or None for ``args[i]``).  Returns the outputs and
     their linear bounds."""
-    env, lin_env = {}, {}
-
-    def read(var):
-        return var.val if isinstance(var, jcore.Literal) else env[var]
-
-    def read_lin(var):
-        return None if isinstance(var, jcore.Literal) else lin_env.get(var)
-
-    for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = value
-    for var, value, lin in zip(jaxpr.invars, args, linears, strict=True):
-        env[var] = value
-        if lin is not None:
-            lin_env[var] = lin
+    env = Environment(jaxpr, consts, args, linears)
 
     def difference(a, b):
         """Bounds of ``a - b`` from their linear bounds (correlations through the input
         cancel), or None."""
-        lin_a, lin_b = densify(read_lin(a)), densify(read_lin(b))
-        shape = np.shape(lower_of(read(a)))
-        if lin_a is None or lin_b is None or np.shape(lower_of(read(b))) != shape:
+        lin_a, lin_b = densify(env.note(a)), densify(env.note(b))
+        shape = np.shape(lower_of(env.read(a)))
+        if lin_a is None or lin_b is None or np.shape(lower_of(env.read(b))) != shape:
             return None
         lin = sum_terms([lin_a, negate(lin_b)], shape)
         return None if lin is None else concretize(lin)
 
-    facts = MaxFacts(read, eval_eqn, difference, iota_axes(jaxpr))
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inlins = [read_lin(v) for v in eqn.invars]
+    facts = MaxFacts(env.read, eval_eqn, difference, iota_axes(jaxpr))
+
+    def step(eqn, invals):
+        inlins = [env.note(v) for v in eqn.invars]
         if any(lin is not None for lin in inlins):
-            outvals, outlins = _eval_symbolic_eqn(eqn, invals, inlins, facts)
-        else:
-            decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
-            outvals = decided if decided is not None else eval_eqn(eqn, invals)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            outlins = [None] * len(eqn.outvars)
-        for var, value, lin in zip(eqn.outvars, outvals, outlins, strict=True):
-            if not isinstance(var, jcore.DropVar):
-                env[var] = value
-                if lin is not None:
-                    lin_env[var] = lin
-    return [read(v) for v in jaxpr.outvars], [read_lin(v) for v in jaxpr.outvars]
+            return _eval_symbolic_eqn(eqn, invals, inlins, facts)
+        decided = facts.decide(eqn, invals) if any(is_interval(v) for v in invals) else None
+        return as_list(eqn, decided if decided is not None else eval_eqn(eqn, invals)), None
+
+    return env.run(step)
 
 
 def input_linears(leaves) -> list:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from lipxai import boundary as boundary_lib
+import lipxai.boundary
 from lipxai._core.batched import check_inputs
 from lipxai._core.checks import finite_examples, nan_unless
 from lipxai.explain.gradients import saliency, smoothgrad
@@ -36,10 +36,10 @@ def boundary_point(fn, x, target, *, boundary=None, search=None):
     if search is not None and not isinstance(search, dict):
         raise TypeError(f"search must be a dict of lipxai.boundary.search options, got {type(search).__name__}")
     if boundary is None:
-        return boundary_lib.search(fn, x, target, **(search or {}))
+        return lipxai.boundary.search(fn, x, target, **(search or {}))
     if search:
         raise ValueError(f"pass either boundary= or search=, not both: {sorted(search)}")
-    if not isinstance(boundary, boundary_lib.BoundaryResult):
+    if not isinstance(boundary, lipxai.boundary.BoundaryResult):
         raise TypeError(f"boundary must be a lipxai.boundary.BoundaryResult, got {type(boundary).__name__}")
     if boundary.points.shape != x.shape:
         raise ValueError(f"boundary.points has shape {tuple(boundary.points.shape)}, x has "

@@ -37,7 +37,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lipxai import boundary as boundary_lib
+import lipxai.boundary
 from lipxai._core.batched import check_inputs
 from lipxai._core.checks import in_range, is_tracer, labels_for, nan_unless, one_of, positive
 
@@ -140,7 +140,7 @@ def counterfactual(fn, x, target, *, method: str = "transport", t: float = 1.1, 
                              "the target's region towards whichever class is closest")
         if search is not None and not isinstance(search, dict):
             raise TypeError(f"search must be a dict of lipxai.boundary.search options, got {type(search).__name__}")
-        result = boundary_lib.search(fn, x, target, **{"method": "pgd", **(search or {})})
+        result = lipxai.boundary.search(fn, x, target, **{"method": "pgd", **(search or {})})
         points = result.points
         logits = fn(points)
         classes = jnp.argmax(logits, axis=1).astype(jnp.int32)
