@@ -240,3 +240,15 @@ def test_gradient_bounds_of_sorting_models(layer, width):
     exact = bounds(variables, x, 0.0)
     np.testing.assert_allclose(exact.lower, exact.gradient, atol=1e-5)
     np.testing.assert_allclose(exact.upper, exact.gradient, atol=1e-5)
+
+
+def test_concrete_box_closed_over_by_a_jitted_function_is_checked_at_trace_time():
+    """A concrete Interval reaching ``interval`` inside a ``jit`` trace (closed over) is checked
+    as a concrete one: valid bounds come out, an empty box raises naming the argument."""
+    valid = Interval(jnp.zeros(3), jnp.ones(3))
+    empty = Interval(jnp.ones(3), jnp.zeros(3))
+    double_sum = lambda v: jnp.sum(2.0 * v)
+    out = jax.jit(lambda s: interval(double_sum)(valid).upper * s)(1.0)
+    assert float(out) == 6.0
+    with pytest.raises(ValueError, match=r"args\[0\].*lower > upper"):
+        jax.jit(lambda s: interval(double_sum)(empty).upper * s)(1.0)

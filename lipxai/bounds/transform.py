@@ -71,15 +71,20 @@ def interval(fun: Callable, method: str = "ibp") -> Callable:
         boxes = [(path, leaf) for path, leaf in paths if is_interval(leaf)
                  and not isinstance(leaf.lower, jax.core.Tracer)
                  and not isinstance(leaf.upper, jax.core.Tracer)]
-        if not boxes or bool(jax.numpy.all(jax.numpy.stack(
-                [jax.numpy.all(box.lower <= box.upper) for _, box in boxes]))):
-            return  # one device reduction when every box is valid
-        for path, box in boxes:
-            try:
-                box.check()
-            except ValueError as err:
-                raise ValueError(f"interval({getattr(fun, '__name__', fun)!s}): argument "
-                                 f"args{jax.tree_util.keystr(path)}: {err}") from None
+        if not boxes:
+            return
+        # concrete boxes may reach a traced function (closed over, then called under jit):
+        # their check is computed now, not staged into the trace
+        with jax.ensure_compile_time_eval():
+            if bool(jax.numpy.all(jax.numpy.stack(
+                    [jax.numpy.all(box.lower <= box.upper) for _, box in boxes]))):
+                return  # one device reduction when every box is valid
+            for path, box in boxes:
+                try:
+                    box.check()
+                except ValueError as err:
+                    raise ValueError(f"interval({getattr(fun, '__name__', fun)!s}): argument "
+                                     f"args{jax.tree_util.keystr(path)}: {err}") from None
 
     @functools.wraps(fun)
     def wrapped(*args):
