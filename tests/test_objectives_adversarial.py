@@ -424,3 +424,14 @@ def test_needs_key_is_declared_and_enforced(term, needs):
 def test_bad_hyperparameters_raise_naming_the_argument(factory, kwargs, name):
     with pytest.raises(ValueError, match=rf"^{name} "):
         factory(**kwargs)
+
+
+def test_pgd_rejects_bad_arguments_naming_them():
+    x = jnp.zeros((B, D))
+    model, objective = (lambda z: z[:, :C]), (lambda lg: lg[:, 0])
+    for kwargs, name in [(dict(eps=-1.0, steps=2), "eps"), (dict(eps=0.1, steps=0), "steps"),
+                         (dict(eps=0.1, steps=2, norm="l1"), "norm"),
+                         (dict(eps=0.1, steps=2, mask=jnp.ones((B, D + 1), bool)), "mask"),
+                         (dict(eps=0.1, steps=2, delta0=jnp.zeros((B,))), "delta0")]:
+        with pytest.raises(ValueError, match=rf"^{name} "):
+            adv.pgd(model, x, objective, **kwargs)

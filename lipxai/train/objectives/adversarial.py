@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -164,8 +165,14 @@ def pgd(model, x, objective, *, eps, steps, step_size=None, norm="linf", delta0=
     """
     norm = choice("norm", norm, NORMS)
     steps = count("steps", steps)
+    if isinstance(eps, numbers.Real):
+        nonnegative("eps", eps)
     if step_size is not None:
         step_size = positive("step_size", step_size)
+    for name, value in (("delta0", delta0), ("mask", mask)):
+        if value is not None and jnp.shape(value) != jnp.shape(x):
+            raise ValueError(f"{name} must have the shape of x {tuple(jnp.shape(x))}, "
+                             f"got {tuple(jnp.shape(value))}")
     x = lax.stop_gradient(x)
     eps = _per_example(eps, x)
     alpha = 2.5 * eps / steps if step_size is None else _per_example(step_size, x)
