@@ -14,7 +14,18 @@ METHOD is the objective's term (``lipxai.train.objectives.TERMS``) added to the 
   cross-entropy, by Gaussian Hessian-vector products (``of="loss"``: every model here is
   piecewise linear, so the logit's own Hessian is zero almost everywhere);
 * ``gradient_smoothness``: the change of the true-class gradient over the L_inf box of radius
-  ``eps`` (Wicker's "L2" baseline).
+  ``eps`` (Wicker's "L2" baseline);
+* ``certified_explanation``: the mean width of sound interval bounds on the input gradient of
+  the loss over the L_inf box of radius ``eps``, ramped from 0 over the first quarter of training
+  (Wicker et al. 2023);
+* ``pgd_adversarial``: the task loss at a PGD adversarial example (Madry et al., ICLR 2018),
+  added to the clean task loss with equal weights;
+* ``trades``: the KL divergence between the clean and the adversarial output (Zhang et al.,
+  ICML 2019);
+* ``scaat``: the KL divergence to adversarial examples that may only change low-saliency features
+  (our reading of Xu et al., BMVC 2023, see ``lipxai.train.objectives.scaat``);
+* ``saliency_guided``: the KL divergence to the input with its lowest-saliency half replaced by
+  noise (Ismail et al., NeurIPS 2021).
 
 DATASET is ``mnist`` or ``fashion_mnist`` (inputs in [0, 1], the objective's domain). MODEL is
 Wicker's fully connected ReLU network 784-128-10 (``fcn``), Wicker's ReLU CNN conv16 (k4, s2) ->
@@ -37,6 +48,11 @@ METHODS = {
     "input_gradient_l2": {"input_gradient_l2": dict(lam=10.0)},
     "hessian_norm": {"hessian_norm": dict(lam=1.0, samples=1, of="loss")},
     "gradient_smoothness": {"gradient_smoothness": dict(lam=1.0, eps=0.05)},
+    "certified_explanation": {"certified_explanation": dict(alpha=1.0, eps=0.025, ramp_fraction=0.25)},
+    "pgd_adversarial": {"pgd_adversarial": dict(weight=1.0, eps=0.1, steps=7)},
+    "trades": {"trades": dict(beta=6.0, eps=0.1, steps=7)},
+    "scaat": {"scaat": dict(lam=1.0, eps=0.1, steps=5, q=0.5)},
+    "saliency_guided": {"saliency_guided": dict(lam=1.0, k_fraction=0.5)},
 }
 DATASETS = ("mnist", "fashion_mnist")
 #: The unconstrained models: ``model`` sections of ``lipxai.nn.zoo`` functions.

@@ -5,7 +5,9 @@ A term is a :class:`Term` (``Context -> (weighted value, aux)``) made by a facto
 :data:`TERMS` from its hyperparameters; schedules follow ``progress`` in [0, 1] (:func:`ramp`).
 """
 
+from lipxai.train.objectives.adversarial import pgd_adversarial, saliency_guided, scaat, trades
 from lipxai.train.objectives.base import Context, Term, ramp
+from lipxai.train.objectives.certified import certified_explanation
 from lipxai.train.objectives.compose import TASKS, cross_entropy, objective, task_loss
 from lipxai.train.objectives.registry import TERMS, hyperparameters, make_term
 from lipxai.train.objectives.regularizers import (
@@ -20,6 +22,7 @@ __all__ = [
     "TERMS",
     "Context",
     "Term",
+    "certified_explanation",
     "cross_entropy",
     "gradient_smoothness",
     "hessian_norm",
@@ -28,6 +31,10 @@ __all__ = [
     "make_term",
     "margin_eikonal",
     "objective",
+    "pgd_adversarial",
     "ramp",
+    "saliency_guided",
+    "scaat",
     "task_loss",
+    "trades",
 ]

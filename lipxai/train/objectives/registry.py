@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import inspect
 
-from lipxai.train.objectives import regularizers
+from lipxai.train.objectives import adversarial, certified, regularizers
 from lipxai.train.objectives.base import Term
 
 #: Term name -> factory ``(**hyperparameters) -> Term``.
 TERMS = {
+    "certified_explanation": certified.certified_explanation,
     "gradient_smoothness": regularizers.gradient_smoothness,
     "hessian_norm": regularizers.hessian_norm,
     "input_gradient_l2": regularizers.input_gradient_l2,
     "margin_eikonal": regularizers.margin_eikonal,
+    "pgd_adversarial": adversarial.pgd_adversarial,
+    "saliency_guided": adversarial.saliency_guided,
+    "scaat": adversarial.scaat,
+    "trades": adversarial.trades,
 }
 
 
