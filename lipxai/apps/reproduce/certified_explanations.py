@@ -81,7 +81,7 @@ def attack_success(fn, x, *, eps, steps, key) -> float:
 def measure(run, settings, key) -> dict:
     """Accuracy, explanation certificates and attack success of one trained run."""
     x, labels = run.split("test")
-    accuracy = float(np.mean(predict(run.apply, x) == np.asarray(labels)))
+    accuracy = float(np.mean(np.argmax(predict(run.apply, x), axis=1) == np.asarray(labels)))
     xs = x[:settings["n"]]
     topk, relative = {}, {}
     for k in settings["ks"]:
