@@ -193,3 +193,16 @@ def test_a_users_own_optax_loop_with_a_plain_flax_model():
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(KEY, t))
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_double_backpropagation_through_l2_norm_pooling_of_zero_windows_is_finite():
+    """An all-zero window (MNIST's background) once made the second derivative NaN."""
+    pool = lx.nn.L2NormPool(2)
+    x = jnp.zeros((1, 4, 4, 1)).at[0, :2, :2, 0].set(jnp.asarray([[1.0, 2.0], [3.0, 4.0]]))
+
+    def gradient_norm(scale):
+        return jnp.sum(jax.grad(lambda z: jnp.sum(pool.apply({}, scale * z)))(x) ** 2)
+
+    # the gradient is scale * (unit vector in the one non-zero window, 0 elsewhere): its squared
+    # norm is scale^2, whose derivative at 2 is 4
+    np.testing.assert_allclose(jax.grad(gradient_norm)(2.0), 4.0, rtol=1e-6)
