@@ -111,7 +111,10 @@ def family(arg, *overrides):
 
 
 @pytest.mark.parametrize("arg", ["standard/mnist/cnn", "input_gradient_l2/fashion_mnist/fcn",
-                                 "hessian_norm/mnist/lipschitz_cnn", "gradient_smoothness/mnist/cnn"])
+                                 "hessian_norm/mnist/lipschitz_cnn", "gradient_smoothness/mnist/cnn",
+                                 "certified_explanation/mnist/fcn", "pgd_adversarial/fashion_mnist/cnn",
+                                 "trades/mnist/lipschitz_cnn", "scaat/mnist/cnn",
+                                 "saliency_guided/fashion_mnist/fcn"])
 def test_the_config_family_validates_and_builds_its_objective(arg):
     cfg = family(arg)
     lx.train.validate_config(cfg)
@@ -127,6 +130,11 @@ def test_the_config_family_validates_and_builds_its_objective(arg):
      "objective.terms.hessian_norm.lam must be a finite number >= 0, got -2.0"),
     ("gradient_smoothness/mnist/fcn", ["--config.objective.terms.gradient_smoothness.eps=-0.1"],
      "objective.terms.gradient_smoothness.eps must be"),
+    ("scaat/mnist/cnn", ["--config.objective.terms.scaat.q=1.5"], "objective.terms.scaat.q must"),
+    ("pgd_adversarial/mnist/cnn", ["--config.objective.terms.pgd_adversarial.steps=0"],
+     "objective.terms.pgd_adversarial.steps must be an integer >= 1"),
+    ("certified_explanation/mnist/fcn", ["--config.objective.terms.certified_explanation.alpha=-1.0"],
+     "objective.terms.certified_explanation.alpha must be"),
     ("standard/mnist/fcn", ["--config.objective.task_weight=-1.0"], "objective.task_weight must be"),
     ("standard/mnist/fcn", ["--config.objective.domain=(1.0, 0.0)"], "objective.domain must be"),
     ("standard/mnist/fcn", ["--config.loss.name=xent"], "loss.name must be one of"),
@@ -140,7 +148,8 @@ def test_unknown_terms_methods_and_hyperparameters_are_config_errors():
     cfg = family("standard/mnist/fcn")
     cfg.objective.terms.nope = dict(lam=1.0)
     with pytest.raises(ConfigError, match="objective.terms: unknown objective term 'nope'; known terms: "
-                                          "gradient_smoothness, hessian_norm, input_gradient_l2"):
+                                          "certified_explanation, gradient_smoothness, hessian_norm, input_gradient_l2, "
+                                          "margin_eikonal, pgd_adversarial, saliency_guided, scaat, trades"):
         lx.train.validate_config(cfg)
     cfg = family("input_gradient_l2/mnist/fcn")
     cfg.objective.terms.input_gradient_l2.eps = 0.1
@@ -186,6 +195,11 @@ TINY = ["--config.train.num_steps=2", "--config.train.batch_size=8", "--config.t
     ("input_gradient_l2/mnist/cnn", []),
     ("hessian_norm/mnist/fcn", []),
     ("gradient_smoothness/mnist/cnn", []),
+    ("certified_explanation/mnist/cnn", []),
+    ("pgd_adversarial/mnist/fcn", []),
+    ("trades/mnist/fcn", []),
+    ("scaat/mnist/cnn", []),
+    ("saliency_guided/mnist/fcn", []),
     ("input_gradient_l2/mnist/lipschitz_cnn", ["--config.model.channels=(4, 8)", "--config.model.dense=(16,)"]),
 ])
 def test_lipxai_train_runs_each_method_config(tmp_path, capsys, arg, extra):
