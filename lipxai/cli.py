@@ -25,6 +25,7 @@ from lipxai.apps.names import (
     EVALUATE_METRICS,
     EVALUATE_N,
     EVALUATE_SAMPLES,
+    EXPERIMENTS,
     EXPLAIN_METHODS,
     EXPLAIN_N,
     EXPLANATION_EPS,
@@ -223,6 +224,14 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--config", default=None, help="config file (default: configs/mnist_lip.py)")
     quick.set_defaults(handler=_quickstart)
 
+    repro = sub.add_parser("reproduce", help="regenerate a paper's experiment -> OUT/NAME/NAME.{md,json,png}",
+                           epilog="Trains what it needs once (OUT/NAME/runs), then measures it.")
+    repro.add_argument("name", choices=EXPERIMENTS)
+    repro.add_argument("--fast", action="store_true",
+                       help="a few training steps and images: checks the pipeline, not the claims")
+    repro.add_argument("--out", default="results", help="folder of the results (default: results)")
+    repro.set_defaults(handler=_reproduce)
+
     prep = sub.add_parser("prepare-data", help="download and prepare a tfds dataset (needs lipxai[prepare])")
     prep.add_argument("name")
     prep.add_argument("--data-dir", default=None)
@@ -404,6 +413,14 @@ def _quickstart(args, overrides) -> int:
     config = _load_config(path, overrides)
     name = " ".join([path, *overrides])
     print(f"report written to {quickstart.quickstart(config, args.workdir, config_name=name)}")
+    return 0
+
+
+def _reproduce(args, overrides) -> int:
+    from lipxai.apps import reproduce
+
+    paths = reproduce.reproduce(args.name, args.out, fast=args.fast, verbose=True)
+    print(f"results written to {paths['md']}")
     return 0
 
 

@@ -80,10 +80,10 @@ def test_one_and_eight_devices_give_the_same_training(tmp_path):
 
 
 def test_a_loss_that_turns_nan_stops_training_before_the_next_checkpoint(tmp_path, monkeypatch):
-    real = loop.make_train_step
+    real = loop.make_objective_step
 
-    def nan_loss_from_step_3(model, loss_fn, optimizer):
-        step_fn = real(model, loss_fn, optimizer)
+    def nan_loss_from_step_3(model, objective, optimizer, **kwargs):
+        step_fn = real(model, objective, optimizer, **kwargs)
 
         def step(state, x, y):
             before = int(state.step)   # read before the state is donated
@@ -92,7 +92,7 @@ def test_a_loss_that_turns_nan_stops_training_before_the_next_checkpoint(tmp_pat
 
         return step
 
-    monkeypatch.setattr(loop, "make_train_step", nan_loss_from_step_3)
+    monkeypatch.setattr(loop, "make_objective_step", nan_loss_from_step_3)
     cfg = tiny_config("--config.train.num_steps=10", "--config.train.log_every=5",
                       "--config.train.checkpoint_every=2", "--config.train.eval_every=100")
     with pytest.raises(TrainingDivergedError, match=r"loss at step 4 is nan \(the last checkpoint is step 2\)"):

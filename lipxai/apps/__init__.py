@@ -6,5 +6,6 @@
   that read a split of a :class:`lipxai.train.rundir.Run`);
 - :mod:`~lipxai.apps.quickstart`: train, certify, explain, evaluate and report, computing
   each thing once;
+- :mod:`~lipxai.apps.reproduce`: the papers' experiments (``lipxai reproduce NAME``);
 - :mod:`~lipxai.apps.report`: every table, JSON file and figure (the only user of matplotlib).
 """

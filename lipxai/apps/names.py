@@ -36,6 +36,8 @@ DEFAULT_EVALUATE_METRICS = ("deletion", "insertion", "mufidelity", "sparseness",
 SEARCHES = ("pgd", "deepfool", "cw", "transport", "all")
 #: ``lipxai certify --explanation --bounds`` choices (:data:`lipxai.apps.certify.BOUND_METHODS`).
 BOUND_METHODS = ("ibp", "symbolic")
+#: The experiments of ``lipxai reproduce`` (:mod:`lipxai.apps.reproduce`).
+EXPERIMENTS = ("certified_explanations",)
 
 
 def parse_names(text: str, known, option: str) -> tuple[str, ...]:

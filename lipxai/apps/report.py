@@ -282,3 +282,53 @@ def write_quickstart_report(workdir: str, *, training: dict, certificates: dict,
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+# -- experiments (lipxai reproduce) -----------------------------------------------------------------
+
+def markdown_table(header, rows) -> str:
+    """A Markdown table from a header row and rows of cells (strings)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_panels(path: str, title: str, panels: list[dict]) -> None:
+    """One line plot per panel (``title``, ``xlabel``, ``ylabel``, optional ``xscale``, and
+    ``series``: ``{label: {"x", "y", optional "err"}}``), three panels per row."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for label, s in panel["series"].items():
+            ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", ms=3, capsize=2, label=label)
+        ax.set(xlabel=panel["xlabel"], ylabel=panel["ylabel"], title=panel["title"])
+        ax.set_xscale(panel.get("xscale", "linear"))
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_experiment(folder: str, stem: str, result: dict, provenance: dict) -> dict[str, str]:
+    """Write an experiment's ``STEM.md`` (provenance, findings, tables, the figure), ``STEM.json``
+    (everything, with the provenance) and ``STEM.png`` (its panels) into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {ext: os.path.join(folder, f"{stem}.{ext}") for ext in ("md", "json", "png")}
+    plot_panels(paths["png"], result["title"], result["panels"])
+    with open(paths["json"], "w") as f:
+        json.dump({"provenance": provenance, **result}, f, indent=2)
+    lines = [f"# {result['title']}", "",
+             *(f"- {key}: `{value}`" if key == "command" else f"- {key}: {value}"
+               for key, value in provenance.items()), "", "## Findings", "",
+             *(f"- {text}" for text in result["findings"]), ""]
+    for table in result["tables"]:
+        lines += [table["caption"], "", markdown_table(table["header"], table["rows"]), ""]
+    lines += [f"![{result['title']}]({stem}.png)", ""]
+    with open(paths["md"], "w") as f:
+        f.write("\n".join(lines))
+    return paths

@@ -25,9 +25,11 @@ def _unit_vectors_fn(window: tuple[int, int]):
         b, h, w, c = x.shape
         hc, wc = h - h % kh, w - w % kw  # VALID: trailing rows/columns are in no window
         blocks = x[:, :hc, :wc].reshape(b, hc // kh, kh, wc // kw, kw, c)
-        norms = jnp.sqrt(jnp.sum(blocks * blocks, axis=(2, 4), keepdims=True))
-        safe = jnp.where(norms > 0, norms, 1.0)
-        units = jnp.where(norms > 0, blocks / safe, 0.0).reshape(b, hc, wc, c)
+        squares = jnp.sum(blocks * blocks, axis=(2, 4), keepdims=True)
+        # the square root of a safe value: sqrt'(0) would make the derivative of the unit
+        # vectors (a second derivative of the pooling, as double backpropagation takes) NaN
+        safe = jnp.sqrt(jnp.where(squares > 0, squares, 1.0))
+        units = jnp.where(squares > 0, blocks / safe, 0.0).reshape(b, hc, wc, c)
         return jnp.pad(units, ((0, 0), (0, h - hc), (0, w - wc), (0, 0)))
 
     unit_vectors.__name__ = UNIT_VECTORS_NAME.format(kh=kh, kw=kw)

@@ -69,8 +69,9 @@ def liresnet(num_classes: int = 10, width: int = 64, depth: int = 6, *, head: in
 
 
 class UnconstrainedCNN(nn.Module):
-    """A standard (not Lipschitz-constrained) CNN, the reference point for comparisons:
-    [Conv3x3(c) -> ReLU -> MaxPool(2)] per c, Flatten, [Dense(h) -> ReLU] per h, Dense.
+    """A standard (not Lipschitz-constrained) ReLU CNN, the reference point for comparisons:
+    [Conv(c, kernel k, stride s) -> ReLU (-> MaxPool(2))] per c, Flatten, [Dense(h) -> ReLU] per
+    h, Dense.
 
     The max-pool is :func:`lipxai.nn.max_pool` (flax's ``nn.max_pool`` output and gradient,
     with a gradient much faster on CPU)."""
@@ -78,17 +79,49 @@ class UnconstrainedCNN(nn.Module):
     num_classes: int = 10
     channels: tuple = (32, 64)
     dense: tuple = (128,)
+    kernel_sizes: tuple = (3, 3)
+    strides: tuple = (1, 1)
+    padding: str = "SAME"
+    pool: bool = True
 
     @nn.compact
     def __call__(self, x):
-        for c in self.channels:
-            x = max_pool(nn.relu(nn.Conv(c, (3, 3))(x)), (2, 2), (2, 2))
+        for c, k, s in zip(self.channels, self.kernel_sizes, self.strides, strict=True):
+            x = nn.relu(nn.Conv(c, (k, k), strides=(s, s), padding=self.padding)(x))
+            if self.pool:
+                x = max_pool(x, (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         for h in self.dense:
             x = nn.relu(nn.Dense(h)(x))
         return nn.Dense(self.num_classes)(x)
 
 
-def unconstrained_cnn(num_classes: int = 10, channels=(32, 64), dense=(128,)) -> nn.Module:
-    """The conv32-conv64-dense128 CNN without Lipschitz constraints (:class:`UnconstrainedCNN`)."""
-    return UnconstrainedCNN(num_classes, tuple(channels), tuple(dense))
+def unconstrained_cnn(num_classes: int = 10, channels=(32, 64), dense=(128,), *, kernel_sizes=None,
+                      strides=None, padding: str = "SAME", pool: bool = True) -> nn.Module:
+    """A ReLU CNN without Lipschitz constraints (:class:`UnconstrainedCNN`); ``kernel_sizes`` and
+    ``strides`` give one int per convolution (default 3 and 1).
+
+    The defaults are the conv32-conv64-dense128 CNN with 3x3 SAME convolutions, each followed by
+    2x2 max-pooling.  Wicker et al.'s CNN ("Robust explanation constraints for neural networks",
+    ICLR 2023), conv16 (k4, s2) -> conv32 (k4, s1) -> fc100 -> fc10 on 28x28 images, is
+    ``unconstrained_cnn(10, (16, 32), (100,), kernel_sizes=(4, 4), strides=(2, 1),
+    padding="VALID", pool=False)``.
+    """
+    channels = tuple(channels)
+    kernel_sizes = tuple(kernel_sizes) if kernel_sizes is not None else (3,) * len(channels)
+    strides = tuple(strides) if strides is not None else (1,) * len(channels)
+    if not len(kernel_sizes) == len(strides) == len(channels):
+        raise ValueError(f"kernel_sizes and strides must have one entry per channel count "
+                         f"({len(channels)}), got {kernel_sizes} and {strides}")
+    one_of("padding", padding, ("SAME", "VALID"))
+    return UnconstrainedCNN(num_classes, channels, tuple(dense), kernel_sizes, strides, padding, bool(pool))
+
+
+def unconstrained_mlp(num_classes: int = 10, hidden=(128,)) -> nn.Sequential:
+    """Flatten -> [Dense(h) -> ReLU] * len(hidden) -> Dense(num_classes), without constraints.
+    The default is Wicker et al.'s (ICLR 2023) fully connected network 784-128-10 on 28x28 images."""
+    layers = [Flatten()]
+    for h in hidden:
+        layers += [nn.Dense(h), nn.relu]
+    layers.append(nn.Dense(num_classes))
+    return nn.Sequential(layers)

@@ -1,18 +1,17 @@
-"""Model, loss and optimiser from a run config."""
+"""Model, loss, objective and optimiser from a run config."""
 
 from __future__ import annotations
 
-import functools
-
 import optax
 
-from lipxai import losses
-from lipxai.train.config import ConfigError
 from lipxai.nn import zoo
+from lipxai.train import objectives
+from lipxai.train.config import ConfigError
 
-MODELS = {"mlp": zoo.mlp, "cnn": zoo.cnn, "liresnet": zoo.liresnet}
-LOSSES = ("kr", "hinge_margin", "hkr", "multiclass_kr", "multiclass_hinge", "multiclass_hkr",
-          "soft_hkr", "tau_cross_entropy")
+MODELS = {"mlp": zoo.mlp, "cnn": zoo.cnn, "liresnet": zoo.liresnet,
+          "unconstrained_mlp": zoo.unconstrained_mlp, "unconstrained_cnn": zoo.unconstrained_cnn}
+#: ``loss.name``: softmax cross-entropy or a loss of :mod:`lipxai.losses`.
+LOSSES = objectives.TASKS
 
 
 def build_model(cfg):
@@ -24,11 +23,53 @@ def build_model(cfg):
 
 
 def build_loss(cfg):
-    """``cfg.name`` a function of :mod:`lipxai.losses`; the other keys its hyperparameters."""
+    """``cfg.name`` in :data:`LOSSES` (``"cross_entropy"`` or a function of :mod:`lipxai.losses`);
+    the other keys its hyperparameters."""
     if cfg.name not in LOSSES:
         raise ConfigError(f"loss.name must be one of {list(LOSSES)}, got {cfg.name!r}")
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    return functools.partial(getattr(losses, cfg.name), **kwargs)
+    try:
+        return objectives.task_loss(cfg.name, kwargs)
+    except ValueError as err:
+        raise ConfigError(f"loss: {err}") from None
+
+
+def build_objective(config, *, eikonal_weight: float = 0.0):
+    """The objective of a run config: the task ``config.loss`` and, when the config has an
+    ``objective`` section, its ``task_weight``, ``domain`` (``()`` for none) and ``terms`` (a
+    dict term name -> hyperparameters, made in name order, so that each term's key does not
+    depend on the order of the keys); plus the ``margin_eikonal`` term when ``eikonal_weight > 0``
+    (the eikonal phase).  A bad value is a :class:`ConfigError` naming its dotted key
+    (``objective.terms.hessian_norm.lam must be ...``)."""
+    section = config.get("objective") or {}
+    terms = [_term(name, kwargs) for name, kwargs in sorted(_plain(section.get("terms") or {}).items())]
+    if eikonal_weight:
+        terms.append(_term("margin_eikonal", dict(weight=eikonal_weight)))
+    domain = tuple(section.get("domain", ()) or ()) or None
+    task = build_loss(config.loss)
+    try:
+        return objectives.objective(task, terms, domain=domain,
+                                    task_weight=section.get("task_weight", 1.0))
+    except ValueError as err:
+        raise ConfigError(f"objective.{err}") from None
+
+
+def _term(name: str, kwargs):
+    """The term ``name`` of the config's ``objective.terms``; errors name the dotted key."""
+    try:
+        return objectives.make_term(name, _plain(kwargs or {}))
+    except ValueError as err:
+        message = str(err)
+        if name not in objectives.TERMS:
+            raise ConfigError(f"objective.terms: {message}") from None
+        names_key = message.split(" ", 1)[0] in objectives.hyperparameters(name)
+        raise ConfigError(f"objective.terms.{name}.{message}" if names_key
+                          else f"objective.terms.{name}: {message}") from None
+
+
+def _plain(tree) -> dict:
+    """A config section (a ``ConfigDict`` or a dict) as a plain dict."""
+    return tree.to_dict() if hasattr(tree, "to_dict") else dict(tree)
 
 
 def build_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:

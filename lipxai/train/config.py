@@ -15,7 +15,13 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-    """Execute ``path`` and return its ``get_config()``."""
+    """Execute the config file and return its ``get_config()``; ``"file.py:arg"`` returns
+    ``get_config("arg")`` (as ml_collections' ``config_flags`` do), for files that hold a family
+    of configs (``configs/explanation_training.py:hessian_norm/mnist/cnn``); a ValueError or
+    TypeError of ``get_config(arg)`` becomes a :class:`ConfigError`."""
+    arg = None
+    if not os.path.isfile(path) and ":" in path:
+        path, arg = path.split(":", 1)
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     spec = importlib.util.spec_from_file_location("lipxai_user_config", path)
@@ -23,7 +29,12 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} defines no get_config()")
-    return module.get_config()
+    if arg is None:
+        return module.get_config()
+    try:
+        return module.get_config(arg)
+    except (TypeError, ValueError) as err:   # no argument taken, or an unknown one
+        raise ConfigError(f"config {path}:{arg}: {err}") from None
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:

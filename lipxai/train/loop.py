@@ -14,11 +14,11 @@ from lipxai.train import config as config_lib
 from lipxai import data
 from lipxai.train import checkpoint, divergence, sharding
 from lipxai.train import workdir as run_dir
-from lipxai.train.build import build_loss, build_model, build_optimizer
+from lipxai.train.build import build_model, build_objective, build_optimizer
 from lipxai.train.divergence import TrainingDivergedError
 from lipxai.train.accuracy import accuracy_report, predict_logits
 from lipxai.train.state import init_state
-from lipxai.train.step import make_predict, make_train_step
+from lipxai.train.step import make_objective_step, make_predict
 from lipxai.train.validate import divergence_factor, eikonal_phase, validate_config
 
 __all__ = ["TrainingDivergedError", "train"]
@@ -69,11 +69,12 @@ def _train(cfg, workdir: str, verbose: bool):
     sharding.check_batch_divisible(cfg.train.batch_size, mesh)
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optim, cfg.train.num_steps)
-    loss_fn = build_loss(cfg.loss)
-    step_fn = make_train_step(model, loss_fn, optimizer)
+    step_fn = make_objective_step(model, build_objective(cfg), optimizer, num_steps=cfg.train.num_steps,
+                                  seed=cfg.seed)
     eikonal_weight, eikonal_steps = eikonal_phase(cfg)
-    if eikonal_weight:
-        eikonal_step_fn = make_train_step(model, loss_fn, optimizer, eikonal_weight=eikonal_weight)
+    if eikonal_weight:   # a second compiled step, so that the steps before do not pay for the term
+        eikonal_step_fn = make_objective_step(model, build_objective(cfg, eikonal_weight=eikonal_weight),
+                                              optimizer, num_steps=cfg.train.num_steps, seed=cfg.seed)
     predict = make_predict(model)
 
     def batch(step):
@@ -115,7 +116,8 @@ def _train(cfg, workdir: str, verbose: bool):
                                     last_saved)
             divergence.check_state(state, done, last_saved)
             if log_now:
-                means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
+                keys = dict.fromkeys(k for m in window for k in m)   # the eikonal phase adds its term's
+                means = {k: float(np.mean([float(m[k]) for m in window if k in m])) for k in keys}
                 elapsed = time.perf_counter() - window_start
                 record = {"step": done, "split": "train", **means, "devices": mesh.size,
                           "images_per_sec": len(window) * cfg.train.batch_size / elapsed}

@@ -3,7 +3,8 @@
 :func:`lipxai.train.train` calls :func:`validate_config` first, so a bad value is one
 :class:`~lipxai.train.config.ConfigError` naming its dotted key, the expected and the received value,
 and no run directory is created.  Model and loss hyperparameters are checked where they are
-built (:mod:`lipxai.train.build`).
+built (:mod:`lipxai.train.build`); the objective (task and terms) is built here once, so its
+bad values are found before anything is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import numbers
 
 from lipxai import data
+from lipxai.train.build import build_objective
 from lipxai.train.config import ConfigError
 
 #: ``train.divergence_factor`` when a config has no such key (see :mod:`lipxai.train.divergence`).
@@ -19,7 +21,8 @@ DEFAULT_DIVERGENCE_FACTOR = 1e3
 
 
 def validate_config(config) -> None:
-    """Raise :class:`ConfigError` for the first invalid seed, data, optim or train value."""
+    """Raise :class:`ConfigError` for the first invalid seed, data, optim, train or objective
+    value (the objective's task and terms are made once: :func:`lipxai.train.build.build_objective`)."""
     _int(config, "seed", minimum=0)
     _dataset(config)
     _int(config, "train.num_steps", minimum=1)
@@ -34,6 +37,7 @@ def validate_config(config) -> None:
     _int(config, "optim.warmup_steps", minimum=0)
     _number(config, "optim.final_lr_fraction")
     _number(config, "optim.weight_decay", default=0.0)
+    build_objective(config, eikonal_weight=eikonal_phase(config)[0])
 
 
 def eikonal_phase(config) -> tuple[float, int]:
