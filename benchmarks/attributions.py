@@ -136,7 +136,8 @@ class Lipxai:
         self.ref, self.compile_s = ref, {}
 
     def variants(self, method, make, names_and_kwargs, jit=jax.jit, x=None, target=None):
-        x, target, out = self.ref.x if x is None else x, self.ref.target if target is None else target, {}
+        x = self.ref.x if x is None else x
+        target, out = self.ref.target if target is None else target, {}
         for name, kwargs in names_and_kwargs:
             out[name], self.compile_s[f"{method}/{name}"] = compile_jax(
                 make(**kwargs), self.ref.params, x, target, jit=jit)

@@ -156,16 +156,16 @@ def compare(commits, command, rounds, keep_dir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     usage="%(prog)s BEFORE AFTER [options] -- COMMAND ...")
     parser.add_argument("before", help="the commit before the change")
     parser.add_argument("after", help="the commit after the change")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--keep-output", type=Path,
                         help="folder for every run's JSON output (round<N>_<side>.json)")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the benchmark command, after --, run from each tree's root")
-    args = parser.parse_args()
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
     if not command or args.rounds < 1:
         parser.error("give a benchmark command after -- and --rounds >= 1")
     if args.keep_output is not None:
