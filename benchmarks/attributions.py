@@ -117,10 +117,10 @@ def over_steps_x_one_backward(methods):
     return out
 
 
-def on_cnn(method, **fixed):
-    """A maker of ``(params, x, target) -> method(cnn(params, .), x, target, **fixed, **kwargs)``,
+def on_cnn(function, /, **fixed):
+    """A maker of ``(params, x, target) -> function(cnn(params, .), x, target, **fixed, **kw)``,
     the form :func:`compile_jax` compiles with the weights as arguments."""
-    return lambda **kwargs: (lambda p, x, t: method(lambda z: cnn(p, z), x, t, **fixed, **kwargs))
+    return lambda **kw: (lambda p, x, t: function(lambda z: cnn(p, z), x, t, **fixed, **kw))
 
 
 def sweep(chunks, default):
