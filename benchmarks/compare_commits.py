@@ -17,7 +17,8 @@ Timing keys are the numeric leaves of that JSON whose path ("a/b/c") names a dur
   ratio             median(after) / median(before);
   per_round_ratio   after / before within each round;
   spread            the larger relative range (max - min) / median of the two sides;
-  outside_noise     every round's ratio on the same side of 1 and |ratio - 1| > spread.
+  outside_noise     every round's ratio on the same side of 1 and |ratio - 1| > spread
+                    (spread and verdict are null with one round).
 The load average (/proc/loadavg) is recorded before every run: other processes skew timings.
 Prints one JSON object (progress goes to stderr).
 """
@@ -115,10 +116,13 @@ def summarise(before, after):
     ratio = ma / mb if mb else None
     known = [r for r in per_round if r is not None]
     same_side = bool(known) and (all(r > 1 for r in known) or all(r < 1 for r in known))
+    if len(before) < 2:  # one round: no spread, no verdict
+        spread = same_side = None
     return {"before": before, "after": after, "ratio": None if ratio is None else round(ratio, 3),
             "per_round_ratio": [None if r is None else round(r, 3) for r in per_round],
-            "spread": round(spread, 3),
-            "outside_noise": ratio is not None and same_side and abs(ratio - 1) > spread}
+            "spread": None if spread is None else round(spread, 3),
+            "outside_noise": None if spread is None else (
+                ratio is not None and same_side and abs(ratio - 1) > spread)}
 
 
 def compare(commits, command, rounds, keep_dir):
