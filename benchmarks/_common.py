@@ -1,4 +1,6 @@
-"""Pieces shared by the benchmark scripts: the reference MNIST CNN and the timing loop."""
+"""The JAX side shared by the benchmark scripts: the reference MNIST CNN, the timing loop, the
+--quick/--batch/--repeats arguments and the real MNIST test images (the torch side is in
+_torch_reference.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from importlib import metadata
 
 import jax
+import numpy as np
 
 from lipxai import data
 from lipxai import nn as lipxai_nn
@@ -54,6 +57,17 @@ def compile_jax(fn, *args, jit=jax.jit):
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))
     return (lambda: jax.block_until_ready(compiled(*args))), compile_s
+
+
+def sig(value, digits=3):
+    """``value`` rounded to ``digits`` significant digits (for the JSON)."""
+    return float(f"{value:.{digits}g}")
+
+
+def max_rel_diff(a, b):
+    """max |a - b| / max |b| (float64): how far ``a`` is from the reference ``b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 def versions(*names):

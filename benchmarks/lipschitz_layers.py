@@ -4,8 +4,9 @@
 
 The model is conv32 -> GroupSort2 -> L2Pool2 -> conv64 -> GroupSort2 -> L2Pool2 -> flatten ->
 dense128 -> GroupSort2 -> dense10 on 28x28x1 inputs, batch 128, multiclass HKR loss and Adam.
-Both libraries see the same random inputs and labels; their repeats alternate (lipxai aol,
-lipxai rko, torchlip, ...); medians (the ratios use them) and minima are reported. Warm-up and
+The deel-torchlip side is _torch_reference.TorchlipBench (torchlip's layer defaults, 2 torch
+threads). Both libraries see the same random inputs and labels; their repeats alternate (lipxai
+aol, lipxai rko, torchlip, ...); medians (the ratios use them) and minima are reported. Warm-up and
 compilation are excluded from the timings; lipxai's compile time is reported on its own.
 Other processes on the machine skew the timings, torch's most: check load_average_1min.
 Prints one JSON object.
@@ -14,13 +15,11 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import jax
@@ -32,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this c
 from lipxai.losses import multiclass_hkr
 from lipxai.nn import OrthoConv, OrthoDense, export, zoo
 
+from _common import versions  # noqa: E402
+from _torch_reference import TorchlipBench, import_peers, skipped_note  # noqa: E402
+
 BATCH, CLASSES, ALPHA, MIN_MARGIN, LR, SEED = 128, 10, 0.9, 1.0, 1e-3, 0
 CONV_METHODS = ("aol", "rko")
 THREADS = 2
-PEERS_NOTE = ("deel-torchlip comparison skipped: install the peers extra "
-              "(pip install torch==2.13.0 && pip install -e '.[peers]')")
+TORCHLIP_VERSIONS = ("torch", "deel-torchlip")
 
 
 def make_data():
@@ -95,96 +96,6 @@ class LipxaiBench:
         self.infer = lambda: forward(plain_vars, self.x).block_until_ready()
 
 
-# deel-torchlip
-
-
-def import_torchlip():
-    try:
-        import torch
-        from deel import torchlip
-    except ImportError:
-        return None, None
-    return torch, torchlip
-
-
-class TorchlipBench:
-    """The same CNN in deel-torchlip (its layer defaults), trained with torch.optim.Adam."""
-
-    def __init__(self, torch, torchlip, x, y, hidden=128, downsample="pool"):
-        torch.set_num_threads(THREADS)
-        torch.manual_seed(SEED)
-        self.torch = torch
-        self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        self.y = torch.nn.functional.one_hot(torch.from_numpy(y).long(), CLASSES).float()
-        if downsample == "pool":   # zoo.cnn's second block: 3x3 convolution, then L2 pooling
-            second = [torchlip.SpectralConv2d(32, 64, kernel_size=3, padding="same"),
-                      torchlip.GroupSort2(), torchlip.ScaledL2NormPool2d(kernel_size=2)]
-        else:                      # downsample="patch": a 2x2 stride-2 convolution
-            second = [torchlip.SpectralConv2d(32, 64, kernel_size=2, stride=2), torchlip.GroupSort2()]
-        self.model = torchlip.Sequential(
-            torchlip.SpectralConv2d(1, 32, kernel_size=3, padding="same"),
-            torchlip.GroupSort2(),
-            torchlip.ScaledL2NormPool2d(kernel_size=2),
-            *second,
-            torch.nn.Flatten(),
-            torchlip.SpectralLinear(64 * 7 * 7, hidden),
-            torchlip.GroupSort2(),
-            torchlip.FrobeniusLinear(hidden, CLASSES, disjoint_neurons=True),
-        )
-        self.loss_fn = torchlip.HKRMulticlassLoss(alpha=ALPHA, min_margin=MIN_MARGIN)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
-
-    def train_step(self):
-        self.optimizer.zero_grad()
-        self.loss_fn(self.model(self.x), self.y).backward()
-        self.optimizer.step()
-
-    def prepare_inference(self):
-        self.model.eval()
-        plain = self.model.vanilla_export().eval()
-
-        def infer():
-            with self.torch.no_grad():
-                plain(self.x)
-
-        self.infer = infer
-
-    def iterations(self):
-        """torchlip's defaults, and the Björck iterations one train step actually runs per layer."""
-        from deel.torchlip import normalizers
-
-        torch, counts = self.torch, []
-        bjorck_module = importlib.import_module("deel.torchlip.utils.bjorck_norm")
-        original = bjorck_module.bjorck_normalization
-
-        class CountMatmuls(torch.overrides.TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                counts[-1] += func is torch.mm
-                return func(*args, **(kwargs or {}))
-
-        def counted(*args, **kwargs):
-            counts.append(0)
-            with CountMatmuls():
-                return original(*args, **kwargs)
-
-        bjorck_module.bjorck_normalization = counted
-        try:
-            self.train_step()
-        finally:
-            bjorck_module.bjorck_normalization = original
-        power_iters = {m.n_power_iterations for m in self.model.modules()
-                       if type(m).__name__ == "_SpectralNorm"}
-        return {
-            "spectral_power_iterations_per_step": sorted(power_iters),
-            "bjorck_maxiter": normalizers.DEFAULT_MAXITER_BJORCK,
-            "bjorck_eps": normalizers.DEFAULT_EPS_BJORCK,
-            # 2 matmuls per iteration; layers in forward order
-            "bjorck_iterations_run": dict(zip(("conv32", "conv64", "dense128"),
-                                              [c // 2 for c in counts], strict=True)),
-            "bjorck_grad_through_last_iterations": normalizers.DEFAULT_BJORK_DETACH - 1,
-        }
-
-
 # driver
 
 
@@ -205,12 +116,6 @@ def timings(train, infer, name):
             "inference_ms": infer[name][0], "inference_min_ms": infer[name][1]}
 
 
-def versions(torch_available):
-    names = ["jax", "jaxlib", "flax", "optax"]
-    names += ["torch", "deel-torchlip"] if torch_available else []
-    return {name: metadata.version(name) for name in names}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (under a minute)")
@@ -219,10 +124,11 @@ def main():
     load_at_start = os.getloadavg()[0]
 
     x, y = make_data()
-    torch, torchlip = import_torchlip()
+    torch, torchlip = import_peers("torch", "deel.torchlip", required=False) or (None, None)
     benches = {f"lipxai_{m}": LipxaiBench(m, x, y) for m in CONV_METHODS}
     if torch is not None:
-        benches["torchlip"] = TorchlipBench(torch, torchlip, x, y)
+        benches["torchlip"] = TorchlipBench(torch, torchlip, x, y, alpha=ALPHA,
+                                            min_margin=MIN_MARGIN, lr=LR, threads=THREADS)
 
     for bench in benches.values():
         for _ in range(warmup):
@@ -246,7 +152,8 @@ def main():
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "jax_backend": jax.default_backend(),
         "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
-        "versions": versions(torch is not None),
+        "versions": versions("jax", "jaxlib", "flax", "optax",
+                             *(TORCHLIP_VERSIONS if torch is not None else ())),
         "lipxai": {
             m: {**timings(train, infer, f"lipxai_{m}"),
                 "compile_s": round(benches[f"lipxai_{m}"].compile_s, 3),
@@ -258,7 +165,7 @@ def main():
         "torchlip": None, "train_step_ratio": None, "inference_ratio": None,
     }
     if torch is None:
-        result["note"] = PEERS_NOTE
+        result["note"] = skipped_note("deel-torchlip")
     else:
         result["torchlip"] = {"conv": "SpectralConv2d", "last_layer": "FrobeniusLinear",
                               **timings(train, infer, "torchlip"),

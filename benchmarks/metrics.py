@@ -3,10 +3,10 @@
     TFDS_DATA_DIR=/path/to/tfds python benchmarks/metrics.py [--quick] [--batch N]
         [--repeats N] [--train-steps N] [--pf-step N]
 
-The model is the conv32-conv64-dense128 CNN of benchmarks/attributions.py, built in torch
-(seed 0), trained for --train-steps Adam steps on MNIST train (default 100) and ported to a
-JAX function; the logits must agree to 1e-4 before anything is timed. Inputs are the first
---batch (default 64, Quantus' batch size; --quick: 16) real MNIST test images, targets the
+The model and inputs are _torch_reference.Reference: the conv32-conv64-dense128 CNN built in
+torch (seed 0), trained for --train-steps Adam steps on MNIST train (default 100) and ported to
+a JAX function (the logits must agree to 1e-4 before anything is timed), on the first --batch
+(default 64, Quantus' batch size; --quick: 16) real MNIST test images; targets are the
 predicted classes, attributions the signed saliency maps (the same array for both libraries).
 
   max_sensitivity50  lipxai.metrics.max_sensitivity(samples=50, radius=0.2), explanation =
@@ -43,34 +43,16 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import explain as ex
 from lipxai import metrics as mx
 
-from _common import cnn as jax_cnn  # noqa: E402
-from _common import batch_and_repeats, interleaved, timing_parser, versions  # noqa: E402
-from _common import mnist_test_images  # noqa: E402
-from attributions import port_weights, trained_torch_cnn  # noqa: E402
+from _common import batch_and_repeats, cnn, interleaved, max_rel_diff, timing_parser, versions  # noqa: E402
+from _torch_reference import Reference, import_peers, log  # noqa: E402
 
-SENS_SAMPLES, SENS_RADIUS, DELETION_STEPS, LOGIT_ATOL = 50, 0.2, 28, 1e-4
-PEERS_MESSAGE = ("this benchmark needs torch and quantus: install the peers extra "
-                 "(pip install torch==2.13.0 && pip install -e '.[peers]')")
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def import_peers():
-    try:
-        import quantus
-        import torch
-    except ImportError as error:
-        raise SystemExit(f"{PEERS_MESSAGE} ({error})") from None
-    return torch, quantus
+SENS_SAMPLES, SENS_RADIUS, DELETION_STEPS = 50, 0.2, 28
 
 
 def xplique_status():
@@ -114,10 +96,6 @@ def lipxai_call(metric, *args, **kwargs):
     return call
 
 
-def max_rel_diff(a, b):
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-
-
 def main():
     parser = timing_parser(__doc__, batch=64, repeats=3)
     parser.add_argument("--train-steps", type=int, default=100,
@@ -127,23 +105,12 @@ def main():
     batch, repeats = batch_and_repeats(args)
     if min(batch, repeats, args.pf_step) < 1 or args.train_steps < 0 or 784 % args.pf_step:
         parser.error("--batch, --repeats >= 1, --train-steps >= 0, --pf-step must divide 784")
-    torch, quantus = import_peers()
+    torch, quantus = import_peers("torch", "quantus")
     torch.set_num_threads(os.cpu_count())
     load_at_start = os.getloadavg()[0]
-    x_np, _ = mnist_test_images(batch)
-    model, _ = trained_torch_cnn(torch, args.train_steps)
-    params = port_weights(model)
-    fn = jax.tree_util.Partial(jax_cnn, params)
-
-    x = jnp.asarray(x_np)
-    x_q = np.ascontiguousarray(x_np.transpose(0, 3, 1, 2))
-    with torch.no_grad():
-        logits_t = model(torch.from_numpy(x_q)).numpy()
-    logit_diff = float(np.abs(np.asarray(fn(x)) - logits_t).max())
-    if logit_diff > LOGIT_ATOL * max(1.0, float(np.abs(logits_t).max())):
-        raise SystemExit(f"ported JAX model disagrees with torch: max |logit diff| {logit_diff}")
-    y = logits_t.argmax(1)
-    target = jnp.asarray(y, jnp.int32)
+    ref = Reference(torch, batch, args.train_steps, torch.device("cpu"))
+    fn, model, x, target = jax.tree_util.Partial(cnn, ref.params), ref.model, ref.x, ref.target
+    x_q, y = ref.x_t.numpy(), ref.logits_t.argmax(1)
     a = ex.saliency(fn, x, target)
     a_q = np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2))
     explain_fn = jax.tree_util.Partial(ex.saliency, fn)

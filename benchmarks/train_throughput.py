@@ -4,10 +4,10 @@
 
 lipxai: model, loss and optimiser of configs/mnist_lip.py (lipxai.train.build), the jitted step
 of lipxai.train.step over a data mesh of all devices (lipxai.train.sharding), as the training
-loop runs it. deel-torchlip: the same CNN as benchmarks/lipschitz_layers.py (its builder,
-wrapped here to take the config's HKR alpha/min_margin and Adam learning rate; the lr schedule
-does not change a step's cost, so torch keeps the peak lr), on CUDA when torch has it, else on
-CPU. Both train on the same MNIST train batches (load_split + batch_for_step with the config's
+loop runs it. deel-torchlip: the same CNN as benchmarks/lipschitz_layers.py
+(_torch_reference.TorchlipBench, given the config's dense width, HKR alpha/min_margin and Adam
+learning rate; the lr schedule does not change a step's cost, so torch keeps the peak lr), on
+CUDA when torch has it, else on CPU. Both train on the same MNIST train batches (load_split + batch_for_step with the config's
 seed); MNIST must be prepared: the script never uses random data and exits 1 without it.
 
 Windows of --steps steps alternate (lipxai step, torchlip step, lipxai end to end, ...) over the
@@ -30,19 +30,20 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # lipschitz_layers puts the checkout first
-from lipschitz_layers import PEERS_NOTE, TorchlipBench, import_torchlip, versions
-
-from lipxai.train import config as config_lib
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's lipxai
 from lipxai import data
+from lipxai.train import config as config_lib
 from lipxai.train import sharding
 from lipxai.train.build import build_loss, build_model, build_optimizer
 from lipxai.train.state import init_state
 from lipxai.train.step import make_train_step
 
+from _common import versions  # noqa: E402
+from _torch_reference import TorchlipBench, import_peers, nchw, skipped_note  # noqa: E402
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_lip.py"
+THREADS = 2  # torch threads of the torchlip twin, as in lipschitz_layers.py
 
 
 class LipxaiTrainer:
@@ -83,25 +84,22 @@ class LipxaiTrainer:
 
 
 class TorchlipTrainer(TorchlipBench):
-    """lipschitz_layers' torchlip CNN with the config's dense width, loss and Adam lr, on ``device``."""
+    """_torch_reference's torchlip CNN with the config's dense width, loss and Adam lr, on ``device``."""
 
     def __init__(self, torch, torchlip, cfg, host_batch, device):
         if tuple(cfg.model.channels) != (32, 64) or len(cfg.model.dense) != 1:
             raise ValueError("the torchlip twin is conv32-conv64-dense(h): got channels "
                              f"{cfg.model.channels}, dense {cfg.model.dense}")
-        super().__init__(torch, torchlip, *host_batch, hidden=cfg.model.dense[0],
-                         downsample=cfg.model.get("downsample", "pool"))
+        super().__init__(torch, torchlip, *host_batch, alpha=cfg.loss.alpha,
+                         min_margin=cfg.loss.min_margin, lr=cfg.optim.lr, threads=THREADS,
+                         hidden=cfg.model.dense[0], downsample=cfg.model.get("downsample", "pool"),
+                         device=device)
         self.device, self.classes = device, cfg.model.num_classes
-        self.model.to(device)
-        self.loss_fn = torchlip.HKRMulticlassLoss(alpha=cfg.loss.alpha, min_margin=cfg.loss.min_margin)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr)
 
     def device_batch(self, host_batch):
         x, y = host_batch
-        functional = self.torch.nn.functional
-        x = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        y = functional.one_hot(self.torch.from_numpy(y).long(), self.classes).float()
-        return x.to(self.device), y.to(self.device)
+        y = self.torch.nn.functional.one_hot(self.torch.from_numpy(y).long(), self.classes).float()
+        return nchw(self.torch, x).to(self.device), y.to(self.device)
 
     def run(self, device_batches):
         for self.x, self.y in device_batches:
@@ -135,7 +133,7 @@ def main():
         sys.exit(1)
 
     lipxai = LipxaiTrainer(cfg, images, labels)
-    torch, torchlip = import_torchlip()
+    torch, torchlip = import_peers("torch", "deel.torchlip", required=False) or (None, None)
     torch_lip = None
     if torch is not None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,7 +170,8 @@ def main():
         "quick": args.quick, "windows": windows, "steps_per_window": steps, "warmup_steps": warmup,
         "cpu_count": os.cpu_count(),
         "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
-        "versions": versions(torch is not None),
+        "versions": versions("jax", "jaxlib", "flax", "optax",
+                             *(("torch", "deel-torchlip") if torch is not None else ())),
         "lipxai": {
             "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
             "mesh_devices": lipxai.mesh.size, "model": dict(cfg.model), "loss": dict(cfg.loss),
@@ -183,14 +182,14 @@ def main():
         "torchlip": None, "throughput_ratio_lipxai_over_torchlip": None,
     }
     if torch_lip is None:
-        result["note"] = PEERS_NOTE
+        result["note"] = skipped_note("deel-torchlip")
     else:
         device = torch_lip.device
         result["torchlip"] = {
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(),
-            "model": "SpectralConv2d x2, SpectralLinear, FrobeniusLinear (lipschitz_layers.py)",
+            "model": "SpectralConv2d x2, SpectralLinear, FrobeniusLinear (_torch_reference.py)",
             "optimizer": f"Adam(lr={cfg.optim.lr}) without schedule",
             "step_images_per_s": images_per_s(seconds["torchlip_step"], window_images),
         }
