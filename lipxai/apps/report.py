@@ -294,14 +294,16 @@ def markdown_table(header, rows) -> str:
 
 
 def plot_panels(path: str, title: str, panels: list[dict]) -> None:
-    """One line plot per panel (``title``, ``xlabel``, ``ylabel``, optional ``xscale``, and
-    ``series``: ``{label: {"x", "y", optional "err"}}``), three panels per row."""
+    """One line plot per panel (``title``, ``xlabel``, ``ylabel``, optional ``xscale`` and
+    ``linestyle`` (``"none"``: markers only, for categories on the x axis), and ``series``:
+    ``{label: {"x", "y", optional "err"}}``), three panels per row."""
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         for label, s in panel["series"].items():
-            ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", ms=3, capsize=2, label=label)
+            ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", ms=3, capsize=2, label=label,
+                        linestyle=panel.get("linestyle", "-"))
         ax.set(xlabel=panel["xlabel"], ylabel=panel["ylabel"], title=panel["title"])
         ax.set_xscale(panel.get("xscale", "linear"))
         ax.title.set_fontsize(9)

@@ -1,0 +1,183 @@
+"""Seed 001: boundary attributions (Wang, Wang, Ramkumar, Fredrikson, Mardziel & Datta,
+"Robust models are more interpretable because attributions look normal", ICML 2022).
+
+The paper's claims: attributions taken at the closest decision-boundary point (BSM, the
+saliency there; BIG, integrated gradients from it, :mod:`lipxai.explain.boundary_based`) are
+more concentrated than ordinary ones, and robust models make ordinary attributions close to
+boundary attributions, which is why their attributions "look normal".  Compared on three
+models per dataset (``configs/explanation_training.py``): a standard CNN
+(``standard/DATASET/plain_cnn``), the same CNN trained on PGD examples
+(``pgd_adversarial/DATASET/plain_cnn``) and the 1-Lipschitz CNN
+(``standard/DATASET/lipschitz_cnn``); the same runs as ``lipschitz_saliency``.
+
+On the first ``n`` test images, for the predicted class, with one boundary search per model
+(:func:`lipxai.boundary.search`, its PGD ladder, as the paper) shared by BSM and BIG:
+
+* concentration: the Gini index of each map (:func:`lipxai.metrics.sparseness`, higher is more
+  concentrated), for IG from the zero, blurred and uniform-noise baselines, BSM and BIG;
+* localisation to the object: the share of ``|attribution|`` on the pixels > 0 of the image
+  (:func:`lipxai.metrics.attribution_localisation`).  IG from the zero baseline is 0 wherever
+  the image is, so its localisation is 1 by construction; the other baselines are not;
+* sensitivity to the IG baseline: the mean pairwise cosine similarity of IG from the three
+  baselines (:func:`lipxai.apps.reproduce.measures.mean_pairwise_cosine`; 1: insensitive);
+* closeness of ordinary and boundary attributions: the cosine similarity of IG (zero baseline)
+  with BIG, and of the saliency map with BSM.
+
+Full mode: 6 runs (shared with ``lipschitz_saliency``; alone about an hour of training on a
+2-core CPU) and 256 images per model, sized for about 1.5 hours on a 2-core CPU.
+``--fast``: MNIST, 8 images.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lipxai import boundary, explain, metrics
+from lipxai.apps.reproduce.measures import accuracy, cosine, digit_mask, mean_pairwise_cosine
+from lipxai.apps.reproduce.runs import RunSpec
+
+NAME = "boundary_attributions"
+TITLE = "Boundary attributions on standard, robust and 1-Lipschitz models (Wang et al., ICML 2022)"
+#: ``(label, method, model)`` of the three models compared.
+MODELS = (("standard", "standard", "plain_cnn"),
+          ("PGD-trained", "pgd_adversarial", "plain_cnn"),
+          ("1-Lipschitz (HKR)", "standard", "lipschitz_cnn"))
+#: The attribution methods, in table order.
+METHODS = ("IG (zeros)", "IG (blur)", "IG (uniform)", "BSM", "BIG")
+
+FULL = dict(datasets=("mnist", "fashion_mnist"), n=256, batch=64, ig_steps=32, big_steps=16, blur_sigma=5.0)
+FAST = dict(datasets=("mnist",), n=8, batch=8, ig_steps=4, big_steps=4, blur_sigma=5.0)
+
+
+def specs(settings) -> list[tuple[str, str, RunSpec]]:
+    """``(dataset, model label, RunSpec)`` for every run of the experiment."""
+    return [(dataset, label, RunSpec(f"explanation_training.py:{method}/{dataset}/{model}", (), label))
+            for dataset in settings["datasets"] for label, method, model in MODELS]
+
+
+def attributions(fn, x, settings, key) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``({method: attribution}, saliency, boundary found)`` of ``fn``'s predicted class on a batch."""
+    target = jnp.argmax(fn(x), axis=1)
+    point = boundary.search(fn, x, target)
+    ig = dict(steps=settings["ig_steps"])
+    maps = {"IG (zeros)": explain.integrated_gradients(fn, x, target, **ig),
+            "IG (blur)": explain.integrated_gradients(fn, x, target, baseline="blur",
+                                                      sigma=settings["blur_sigma"], **ig),
+            "IG (uniform)": explain.integrated_gradients(fn, x, target, baseline="uniform", key=key, **ig),
+            "BSM": explain.boundary_saliency(fn, x, target, boundary=point),
+            "BIG": explain.big(fn, x, target, boundary=point, steps=settings["big_steps"])}
+    return ({m: np.asarray(a) for m, a in maps.items()}, np.asarray(explain.saliency(fn, x, target)),
+            np.asarray(point.success))
+
+
+def scores(maps: dict, saliency, x) -> dict:
+    """Per-example scores ``float[B]`` of one batch: ``gini/METHOD``, ``localisation/METHOD``,
+    ``baseline_similarity``, ``cos(IG, BIG)`` and ``cos(saliency, BSM)``."""
+    mask = digit_mask(x)
+    out = {}
+    for m, a in maps.items():
+        out[f"gini/{m}"] = np.asarray(metrics.sparseness(a), np.float64)
+        out[f"localisation/{m}"] = np.asarray(metrics.attribution_localisation(a, mask), np.float64)
+    out["baseline_similarity"] = mean_pairwise_cosine([maps["IG (zeros)"], maps["IG (blur)"],
+                                                       maps["IG (uniform)"]])
+    out["cos(IG, BIG)"] = cosine(maps["IG (zeros)"], maps["BIG"])
+    out["cos(saliency, BSM)"] = cosine(saliency, maps["BSM"])
+    return out
+
+
+def measure(run, settings, key) -> dict:
+    """Accuracy, and the mean of every score over the first ``n`` test images (NaN-free
+    examples; BSM and BIG are NaN where the boundary search failed)."""
+    x, _ = run.split("test", settings["n"])
+    per, found = [], []
+    for lo in range(0, len(x), settings["batch"]):
+        xb = jnp.asarray(x[lo:lo + settings["batch"]])
+        maps, sal, ok = attributions(run.apply, xb, settings, jax.random.fold_in(key, lo))
+        per.append(scores(maps, sal, np.asarray(xb)))
+        found.append(ok)
+    means = {k: float(np.nanmean(np.concatenate([p[k] for p in per]))) for k in per[0]}
+    return dict(accuracy=accuracy(run), boundary_found=float(np.concatenate(found).mean()), **means)
+
+
+def run(settings, trained) -> dict:
+    """Train (or reuse) the three models per dataset with ``trained(spec) -> Run`` and measure them."""
+    key = jax.random.PRNGKey(1)
+    results = [dict(dataset=dataset, model=label, config=spec.config, **measure(trained(spec), settings, key))
+               for dataset, label, spec in specs(settings)]
+    return dict(title=TITLE, settings=settings, results=results, tables=tables(settings, results),
+                panels=panels(settings, results), findings=findings(settings, results))
+
+
+def tables(settings, results) -> list[dict]:
+    """Two tables: concentration and localisation per method; the model-level similarities."""
+    caption = (f"Seed 0 per model; the first {settings['n']} test images, predicted class; IG with "
+               f"{settings['ig_steps']} Gauss-Legendre steps (blur σ = {settings['blur_sigma']} pixels, "
+               f"uniform noise in [0, 1]), BIG with {settings['big_steps']}; BSM and BIG from one PGD-ladder "
+               "boundary search per model.")
+    per_method = dict(caption=caption + " Gini index ↑ (concentration) and share of |attribution| on the "
+                                        "pixels > 0 ↑ (localisation; 1 by construction for IG from zeros).",
+                      header=["data", "model", "clean acc.", *(f"Gini {m}" for m in METHODS),
+                              *(f"loc. {m}" for m in METHODS)],
+                      rows=[[r["dataset"], r["model"], f"{r['accuracy']:.4f}",
+                             *(f"{r[f'gini/{m}']:.3f}" for m in METHODS),
+                             *(f"{r[f'localisation/{m}']:.3f}" for m in METHODS)] for r in results])
+    similarity = dict(caption="Mean cosine similarities per model: IG from zero, blurred and uniform "
+                              "baselines, pairwise (1: insensitive to the baseline); IG (zeros) with BIG; "
+                              "the saliency map with BSM; and the share of images with a boundary point.",
+                      header=["data", "model", "IG baseline similarity", "cos(IG, BIG)", "cos(saliency, BSM)",
+                              "boundary found"],
+                      rows=[[r["dataset"], r["model"], f"{r['baseline_similarity']:.3f}",
+                             f"{r['cos(IG, BIG)']:.3f}", f"{r['cos(saliency, BSM)']:.3f}",
+                             f"{r['boundary_found']:.3f}"] for r in results])
+    return [per_method, similarity]
+
+
+def panels(settings, results) -> list[dict]:
+    """Per dataset: Gini and localisation against the method, a series per model; and the
+    similarities against the model, a series per dataset."""
+    out = []
+    for d in settings["datasets"]:
+        mine = [r for r in results if r["dataset"] == d]
+        for what, ylabel in (("gini", "Gini index of |attribution| (0-1)"),
+                             ("localisation", "share of |attribution| on the object")):
+            out.append(dict(title=f"{d}: {what} (higher is better)", xlabel="attribution method",
+                            ylabel=ylabel, linestyle="none",
+                            series={r["model"]: dict(x=list(METHODS), y=[r[f"{what}/{m}"] for m in METHODS])
+                                    for r in mine}))
+    labels = [label for label, _, _ in MODELS]
+    for q in ("baseline_similarity", "cos(IG, BIG)"):
+        name = "IG similarity across baselines" if q == "baseline_similarity" else "cos(IG, BIG)"
+        out.append(dict(title=f"{name} (higher: closer)", xlabel="model", ylabel="mean cosine similarity",
+                        linestyle="none",
+                        series={d: dict(x=labels, y=[next(r[q] for r in results
+                                                          if r["dataset"] == d and r["model"] == m)
+                                                     for m in labels])
+                                for d in settings["datasets"]}))
+    return out
+
+
+def findings(settings, results) -> list[str]:
+    """The two claims, checked per dataset and model."""
+    out = []
+    for d in settings["datasets"]:
+        mine = {r["model"]: r for r in results if r["dataset"] == d}
+        for m, r in mine.items():
+            ordinary = max(r[f"gini/{k}"] for k in METHODS[:3])
+            boundary_gini = min(r["gini/BSM"], r["gini/BIG"])
+            holds = "holds" if boundary_gini > ordinary else "does not hold"
+            out.append(f"{d} / {m}: Gini of BSM {r['gini/BSM']:.3f} and BIG {r['gini/BIG']:.3f} against IG "
+                       f"(zeros, blur, uniform) {r['gini/IG (zeros)']:.3f}, {r['gini/IG (blur)']:.3f}, "
+                       f"{r['gini/IG (uniform)']:.3f}: 'boundary attributions are more concentrated' {holds}.")
+        standard = mine[MODELS[0][0]]
+        for m in (label for label, _, _ in MODELS[1:]):
+            closer = mine[m]["cos(IG, BIG)"] > standard["cos(IG, BIG)"]
+            out.append(f"{d}: cos(IG, BIG) {mine[m]['cos(IG, BIG)']:.3f} for the {m} model against "
+                       f"{standard['cos(IG, BIG)']:.3f} for the standard one (cos(saliency, BSM) "
+                       f"{mine[m]['cos(saliency, BSM)']:.3f} against {standard['cos(saliency, BSM)']:.3f}): "
+                       f"'robust models make ordinary attributions closer to boundary attributions' "
+                       f"{'holds' if closer else 'does not hold'} for it.")
+        out.append(f"{d}: IG similarity across baselines " + ", ".join(
+            f"{m} {r['baseline_similarity']:.3f}" for m, r in mine.items()) + ".")
+    return out
