@@ -34,7 +34,7 @@ import numpy as np
 
 from lipxai import boundary, explain
 from lipxai.apps.evaluate import METRICS, evaluation
-from lipxai.apps.reproduce.measures import accuracy, distance_ratio
+from lipxai.apps.reproduce.measures import accuracy, accuracy_scope, distance_ratio
 from lipxai.apps.reproduce.runs import RunSpec
 
 NAME = "lipschitz_saliency"
@@ -46,9 +46,9 @@ MODELS = (("1-Lipschitz (HKR)", "standard", "lipschitz_cnn"),
           ("unconstrained", "standard", "plain_cnn"),
           ("unconstrained + PGD", "pgd_adversarial", "plain_cnn"))
 
-FULL = dict(datasets=("mnist", "fashion_mnist"), n=256, samples=20, batch=64, cf_n=128, t=1.1,
+FULL = dict(accuracy_n=None, datasets=("mnist", "fashion_mnist"), n=256, samples=20, batch=64, cf_n=128, t=1.1,
             search="all")
-FAST = dict(datasets=("mnist",), n=8, samples=2, batch=8, cf_n=8, t=1.1, search="deepfool")
+FAST = dict(accuracy_n=256, datasets=("mnist",), n=8, samples=2, batch=8, cf_n=8, t=1.1, search="deepfool")
 
 
 def specs(settings) -> list[tuple[str, str, RunSpec]]:
@@ -80,7 +80,7 @@ def measure(run, settings) -> dict:
     x, _ = run.split("test", max(settings["n"], settings["cf_n"]))
     scores = evaluation(run.apply, x[:settings["n"]], ("saliency",), METRIC_NAMES,
                         samples=settings["samples"], batch=min(settings["batch"], settings["n"]))
-    return dict(accuracy=accuracy(run),
+    return dict(accuracy=accuracy(run, settings["accuracy_n"]),
                 **{name: scores["results"]["saliency"][name]["mean"] for name in METRIC_NAMES},
                 **counterfactuals(run.apply, x[:settings["cf_n"]], t=settings["t"],
                                   search=settings["search"]))
@@ -107,7 +107,8 @@ def tables(settings, results) -> list[dict]:
               "boundary found"]
     rows = [[r["dataset"], r["model"], *(f"{r[q]:.4g}" for q, _, _ in _QUANTITIES), f"{r['boundary_found']:.3f}"]
             for r in results]
-    return [dict(caption=f"Seed 0 per model. Accuracy on the test split; saliency of the predicted class "
+    return [dict(caption=f"Seed 0 per model. Accuracy on "
+                         f"{accuracy_scope(settings['accuracy_n'])}; saliency of the predicted class "
                          f"on the first {settings['n']} test images ({settings['samples']} draws per "
                          f"sampled metric); transport counterfactuals (t = {settings['t']}) on the first "
                          f"{settings['cf_n']}, their L2 distance divided by that of the closest boundary "

@@ -15,10 +15,16 @@ import numpy as np
 from lipxai.apps.certify import predict
 
 
-def accuracy(run, split: str = "test") -> float:
-    """The share of ``split`` whose argmax logit is the label."""
-    x, labels = run.split(split)
+def accuracy(run, n: int | None = None, split: str = "test") -> float:
+    """The share of the first ``n`` examples of ``split`` (``None``: all) whose argmax logit is
+    the label."""
+    x, labels = run.split(split, n)
     return float(np.mean(np.argmax(predict(run.apply, x), axis=1) == np.asarray(labels)))
+
+
+def accuracy_scope(n: int | None) -> str:
+    """Where :func:`accuracy` was measured, for a table's caption."""
+    return "the whole test split" if n is None else f"the first {n} test images"
 
 
 def mean_std(values) -> dict:

@@ -25,7 +25,7 @@ sized for about 1.5 to 2 hours on a 2-core CPU.  ``--fast``: MNIST, one seed, 8 
 from __future__ import annotations
 
 from lipxai.apps.evaluate import METRICS, evaluation
-from lipxai.apps.reproduce.measures import accuracy, mean_std
+from lipxai.apps.reproduce.measures import accuracy, accuracy_scope, mean_std
 from lipxai.apps.reproduce.runs import RunSpec
 
 NAME = "scaat"
@@ -35,10 +35,10 @@ METRIC_NAMES = ("sparseness", "complexity", "deletion", "insertion", "mufidelity
 #: What the paper's claim is measured against: the most SCAAT may lose in clean accuracy.
 ACCURACY_COST = 0.01
 
-FULL = dict(datasets=("mnist", "fashion_mnist"), model="cnn",
+FULL = dict(accuracy_n=None, datasets=("mnist", "fashion_mnist"), model="cnn",
             methods=("standard", "scaat", "pgd_adversarial", "saliency_guided"), seeds=(0, 1, 2),
             train_overrides=(), n=256, samples=20, batch=64)
-FAST = dict(datasets=("mnist",), model="cnn",
+FAST = dict(accuracy_n=256, datasets=("mnist",), model="cnn",
             methods=("standard", "scaat", "pgd_adversarial", "saliency_guided"), seeds=(0,),
             train_overrides=(), n=8, samples=2, batch=8)
 
@@ -62,7 +62,7 @@ def measure(run, settings) -> dict:
     x, _ = run.split("test", settings["n"])
     scores = evaluation(run.apply, x, ("saliency",), METRIC_NAMES, samples=settings["samples"],
                         batch=min(settings["batch"], settings["n"]))
-    return dict(accuracy=accuracy(run),
+    return dict(accuracy=accuracy(run, settings["accuracy_n"]),
                 **{name: scores["results"]["saliency"][name]["mean"] for name in METRIC_NAMES})
 
 
@@ -97,7 +97,8 @@ def tables(settings, summary) -> list[dict]:
             for d, methods in summary.items() for m, per in methods.items()]
     seeds = ", ".join(map(str, settings["seeds"]))
     return [dict(caption=f"Model: Wicker's CNN ({settings['model']}); seeds {seeds} (mean ± std over "
-                         f"seeds). Accuracy on the test split; saliency metrics of the predicted "
+                         f"seeds). Accuracy on "
+                         f"{accuracy_scope(settings['accuracy_n'])}; saliency metrics of the predicted "
                          f"class on the first {settings['n']} test images ({settings['samples']} draws "
                          "for MuFidelity and max-sensitivity, 28 steps for deletion and insertion).",
                  header=header, rows=rows)]
