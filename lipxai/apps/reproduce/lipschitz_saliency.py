@@ -122,7 +122,7 @@ def panels(settings, results) -> list[dict]:
     out = []
     for q, name, better in _QUANTITIES:
         unit = "fraction of test images" if q in ("accuracy", "flip_rate") else (
-            "ratio (1 = on the closest boundary point's sphere)" if q == "distance_ratio_median" else "mean score")
+            "distance ratio (1: as the closest point)" if q == "distance_ratio_median" else "mean score")
         out.append(dict(title=f"{name} ({better} is better)", xlabel="model", ylabel=unit, linestyle="none",
                         series={d: dict(x=labels, y=[next(r[q] for r in results
                                                           if r["dataset"] == d and r["model"] == m)
