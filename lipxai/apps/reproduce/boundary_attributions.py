@@ -25,9 +25,11 @@ On the first ``n`` test images, for the predicted class, with one boundary searc
 * closeness of ordinary and boundary attributions: the cosine similarity of IG (zero baseline)
   with BIG, and of the saliency map with BSM.
 
-Full mode: 6 runs (shared with ``lipschitz_saliency``; alone about an hour of training on a
-2-core CPU) and 256 images per model, sized for about 1.5 hours on a 2-core CPU.
-``--fast``: MNIST, 8 images.
+Full mode: the 6 runs of ``lipschitz_saliency`` (the same run specs, hence the same run
+directory names: link or copy ``results/lipschitz_saliency/runs`` to
+``results/boundary_attributions/runs`` to train them once) and 128 images per model; sized for
+about 1.5 to 2 hours on a 2-core CPU when it trains the runs itself, about a quarter of an hour
+when it reuses them.  ``--fast``: MNIST, 8 images, a short boundary search.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ METHODS = ("saliency", "IG (zeros)", "IG (blur)", "IG (uniform)", "BSM", "BIG")
 #: saliency map, BIG with IG).
 ORDINARY = {"BSM": ("saliency",), "BIG": ("IG (zeros)", "IG (blur)", "IG (uniform)")}
 
-FULL = dict(accuracy_n=None, datasets=("mnist", "fashion_mnist"), n=256, batch=64, ig_steps=32, big_steps=16,
+FULL = dict(accuracy_n=None, datasets=("mnist", "fashion_mnist"), n=128, batch=64, ig_steps=32, big_steps=16,
             blur_sigma=5.0, search={})
 FAST = dict(accuracy_n=256, datasets=("mnist",), n=8, batch=8, ig_steps=4, big_steps=4, blur_sigma=5.0,
             search=dict(num_eps=6, steps=5, eps_bisect=2, refine_steps=10))
