@@ -110,7 +110,7 @@ def panels(settings, summary) -> list[dict]:
     out = []
     for q in ("accuracy", *METRIC_NAMES):
         better = "higher" if q == "accuracy" else METRICS[q].better
-        out.append(dict(title=f"{q} ({better} is better)", xlabel="training method",
+        out.append(dict(title=f"{q} ({better} is better)", xlabel="training method (bars: ± std over seeds)",
                         ylabel="clean accuracy (fraction)" if q == "accuracy" else f"{q} of saliency (mean)",
                         linestyle="none",
                         series={d: dict(x=list(settings["methods"]), y=[per[m][q]["mean"] for m in settings["methods"]],
