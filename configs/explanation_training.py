@@ -30,10 +30,18 @@ METHOD is the objective's term (``lipxai.train.objectives.TERMS``) added to the 
 DATASET is ``mnist`` or ``fashion_mnist`` (inputs in [0, 1], the objective's domain). MODEL is
 Wicker's fully connected ReLU network 784-128-10 (``fcn``), Wicker's ReLU CNN conv16 (k4, s2) ->
 conv32 (k4, s1) -> fc100 -> fc10 (``cnn``), both with softmax cross-entropy, Adam 1e-3 and
-batches of 128, or the quickstart's 1-Lipschitz CNN with its soft HKR loss and optimiser
+batches of 128, the unconstrained counterpart of the quickstart's CNN (``plain_cnn``, below), or
+the quickstart's 1-Lipschitz CNN with its soft HKR loss and optimiser
 (``lipschitz_cnn``, ``configs/mnist_lip.py`` without the eikonal phase, so that only the
 method's term differs between runs). The coefficients are starting points, not tuned values;
 every one can be overridden with ``--config.objective.terms.METHOD.KEY=VALUE``.
+
+``plain_cnn`` is our reading of "the same architecture unconstrained" (Serrurier et al.,
+NeurIPS 2023, compare a 1-Lipschitz network with its unconstrained twin): the quickstart CNN's
+widths (conv 32 -> conv 64 -> dense 256 -> 10) with ordinary 3x3 SAME ReLU convolutions, each
+followed by 2x2 max-pooling, in place of the AOL convolution with GroupSort and L2-norm pooling
+and the orthogonal 2x2 stride-2 convolution; plain dense layers in place of the Björck ones;
+cross-entropy and the unconstrained models' optimiser in place of soft HKR.
 """
 
 import os
@@ -60,6 +68,8 @@ UNCONSTRAINED = {
     "fcn": dict(name="unconstrained_mlp", num_classes=10, hidden=(128,)),
     "cnn": dict(name="unconstrained_cnn", num_classes=10, channels=(16, 32), dense=(100,),
                 kernel_sizes=(4, 4), strides=(2, 1), padding="VALID", pool=False),
+    "plain_cnn": dict(name="unconstrained_cnn", num_classes=10, channels=(32, 64), dense=(256,),
+                      kernel_sizes=(3, 3), strides=(1, 1), padding="SAME", pool=True),
 }
 MODELS = (*UNCONSTRAINED, "lipschitz_cnn")
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lipxai.nn import max_pool, pooling, zoo
+from lipxai.nn import export, max_pool, pooling, zoo
 
 # (shape, window, strides, padding); the first ones take the reshape path, the last ones fall
 # back to flax (overlapping windows, stride 1 by default)
@@ -158,3 +158,12 @@ def test_unconstrained_cnn_uses_it():
     grad = jax.grad(lambda p, a: model.apply(p, a).sum(), argnums=1)
     prims = {str(e.primitive) for e in jax.make_jaxpr(grad)(params, x).eqns}
     assert not any("select_and" in p or "reduce_window" in p for p in prims), prims
+
+
+def test_unconstrained_cnn_exports_as_itself_with_the_same_outputs():
+    model = zoo.unconstrained_cnn(channels=(4,), dense=(8,))
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    plain, plain_variables = export(model, variables, input_shape=(1, 8, 8, 1))
+    assert plain is model
+    assert jnp.array_equal(plain.apply(plain_variables, x), model.apply(variables, x))

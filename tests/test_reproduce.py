@@ -7,7 +7,15 @@ import pytest
 
 from lipxai import cli
 from lipxai.apps import report
-from lipxai.apps.reproduce import EXPERIMENTS, RunSpec, runs
+from lipxai.apps.reproduce import (
+    EXPERIMENTS,
+    RunSpec,
+    boundary_attributions,
+    certified_explanations,
+    lipschitz_saliency,
+    runs,
+    scaat,
+)
 
 
 def test_run_spec_names_its_directory_by_config_and_overridden_keys():
@@ -52,3 +60,13 @@ def test_experiment_runs_in_fast_mode_and_writes_its_results(name, tmp_path, cap
     runs_made = sorted(p.name for p in (folder / "runs-fast").iterdir())
     assert len(runs_made) == len(trained) == len(set(trained))
 
+
+
+def test_experiments_share_the_runs_they_have_in_common():
+    slugs = [spec.slug for *_, spec in scaat.specs(scaat.FULL)]
+    assert len(slugs) == len(set(slugs)) == 2 * 4 * 3   # datasets x methods x seeds
+    certified = {spec.slug for *_, spec in certified_explanations.specs(certified_explanations.FULL)}
+    assert {"standard-mnist-cnn", "standard-fashion_mnist-cnn"} <= certified & set(slugs)   # seed 0
+    assert "scaat-mnist-cnn_seed=2" in slugs
+    assert ({spec.slug for *_, spec in lipschitz_saliency.specs(lipschitz_saliency.FULL)}
+            == {spec.slug for *_, spec in boundary_attributions.specs(boundary_attributions.FULL)})

@@ -37,7 +37,7 @@ SEARCHES = ("pgd", "deepfool", "cw", "transport", "all")
 #: ``lipxai certify --explanation --bounds`` choices (:data:`lipxai.apps.certify.BOUND_METHODS`).
 BOUND_METHODS = ("ibp", "symbolic")
 #: The experiments of ``lipxai reproduce`` (:mod:`lipxai.apps.reproduce`).
-EXPERIMENTS = ("certified_explanations",)
+EXPERIMENTS = ("certified_explanations", "scaat", "lipschitz_saliency", "boundary_attributions")
 
 
 def parse_names(text: str, known, option: str) -> tuple[str, ...]:

@@ -294,16 +294,25 @@ def markdown_table(header, rows) -> str:
 
 
 def plot_panels(path: str, title: str, panels: list[dict]) -> None:
-    """One line plot per panel (``title``, ``xlabel``, ``ylabel``, optional ``xscale``, and
-    ``series``: ``{label: {"x", "y", optional "err"}}``), three panels per row."""
+    """One line plot per panel (``title``, ``xlabel``, ``ylabel``, optional ``xscale`` and
+    ``linestyle`` (``"none"``: markers only, for categories on the x axis), and ``series``:
+    ``{label: {"x", "y", optional "err"}}``, ``x`` numbers or category names), three panels per
+    row."""
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
+        categories = None
         for label, s in panel["series"].items():
-            ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", ms=3, capsize=2, label=label)
+            x = s["x"]
+            if any(isinstance(v, str) for v in x):   # categories: one tick per name
+                categories, x = x, list(range(len(x)))
+            ax.errorbar(x, s["y"], yerr=s.get("err"), marker="o", ms=3, capsize=2, label=label,
+                        linestyle=panel.get("linestyle", "-"))
         ax.set(xlabel=panel["xlabel"], ylabel=panel["ylabel"], title=panel["title"])
-        ax.set_xscale(panel.get("xscale", "linear"))
+        ax.set_xscale(panel.get("xscale", "linear"))   # resets the ticks: categories after it
+        if categories is not None:
+            ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right", fontsize=7)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:

@@ -95,6 +95,11 @@ class UnconstrainedCNN(nn.Module):
             x = nn.relu(nn.Dense(h)(x))
         return nn.Dense(self.num_classes)(x)
 
+    def export_plain(self, variables, input_shape=None):
+        """Already plain (no reparametrised layer): itself and its parameters, for
+        :func:`lipxai.nn.export`."""
+        return self, {"params": variables["params"]}
+
 
 def unconstrained_cnn(num_classes: int = 10, channels=(32, 64), dense=(128,), *, kernel_sizes=None,
                       strides=None, padding: str = "SAME", pool: bool = True) -> nn.Module:

@@ -15,13 +15,14 @@ import functools
 import os
 
 from lipxai.apps import names, report
-from lipxai.apps.reproduce import certified_explanations
+from lipxai.apps.reproduce import boundary_attributions, certified_explanations, lipschitz_saliency, scaat
 from lipxai.apps.reproduce.provenance import provenance
 from lipxai.apps.reproduce.runs import RunSpec, trained
 from lipxai.train.config import ConfigError
 
 #: The experiments by name.
-EXPERIMENTS = {module.NAME: module for module in (certified_explanations,)}
+EXPERIMENTS = {module.NAME: module for module in (certified_explanations, scaat, lipschitz_saliency,
+                                                  boundary_attributions)}
 assert tuple(EXPERIMENTS) == names.EXPERIMENTS, "apps.names.EXPERIMENTS lists the experiments"
 
 __all__ = ["EXPERIMENTS", "RunSpec", "reproduce"]

@@ -45,7 +45,8 @@ class RunSpec:
         """The run directory's name: the config argument and the overridden leaf keys with their
         values (``certified_explanation-mnist-fcn_eps=0.01``), file-name safe."""
         stem = self.config.split(":", 1)[-1]
-        text = "_".join([stem, *(o.rsplit(".", 1)[-1] for o in self.overrides)])
+        leaves = (o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[-1] for o in self.overrides)
+        text = "_".join([stem, *leaves])
         return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text).strip("-")
 
     def resolved(self, *, fast: bool):
