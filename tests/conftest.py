@@ -24,6 +24,21 @@ os.environ["NO_PROXY"] = os.environ["no_proxy"] = "localhost,127.0.0.1"
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+# XLA programs that take over half a second to compile go to a persistent compilation cache that
+# lives as long as this pytest run: an xdist worker, a subprocess or a notebook kernel that needs a
+# program another one already compiled loads it instead.  The process that starts the run (the
+# xdist controller, or the only process under -n 0) makes a fresh folder in its scratch folder; the
+# workers and the processes the tests start inherit its path through the environment.  Nothing is
+# kept from one run to the next.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["LIPXAI_TESTS_JAX_CACHE"] = os.path.join(_SCRATCH, "jax-cache")
+_JAX_CACHE = {"jax_compilation_cache_dir": os.environ["LIPXAI_TESTS_JAX_CACHE"],
+              "jax_persistent_cache_min_compile_time_secs": 0.5,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+for _name, _value in _JAX_CACHE.items():
+    os.environ[_name.upper()] = str(_value)
+    jax.config.update(_name, _value)
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
 

@@ -16,15 +16,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lipxai(*args, env_extra=None):
+    """The installed command, ``python -m lipxai``, in a subprocess."""
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "lipxai", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
 
+def lipxai_main(capsys, *args):
+    """The same command in this process (``cli.main``, what ``python -m lipxai`` runs), sharing
+    its compiled programs with the test's other commands; what it printed, as a subprocess's."""
+    capsys.readouterr()
+    returncode = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["lipxai", *args], returncode, out, err)
+
+
 @pytest.mark.dataset("mnist")
 def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
     """The quickstart in process (the test split read once after training, the model exported
-    once, the report), then the follow-up commands as a user runs them, in subprocesses."""
+    once, the report), then the follow-up commands as a user runs them: the first as the
+    installed command in a subprocess, the others through ``cli.main`` in this process."""
     workdir = tmp_path / "quick"
     # a start rejected by its config leaves nothing that blocks the next one in the same folder
     assert cli.main(["quickstart", "--workdir", str(workdir), *TINY, "--config.train.batch_size=0"]) == 2
@@ -80,7 +91,7 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
     assert json.loads((workdir / "certify.json").read_text())["n"] == 10000  # the full run is kept
     assert "certified accuracy @ L2 eps=2.0" in again.stdout
 
-    cert = lipxai("certify", str(workdir), "--explanation", "--eps", "0,0.001", "--k", "5", "--n", "8")
+    cert = lipxai_main(capsys, "certify", str(workdir), "--explanation", "--eps", "0,0.001", "--k", "5", "--n", "8")
     assert cert.returncode == 0, cert.stderr[-2000:]
     explanation = json.loads((workdir / "certify-test-n8-eps0.0_0.001-k5-explanation.json")
                              .read_text())["explanation"]
@@ -91,7 +102,7 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
     assert boxed["topk_certified_mean"] <= exact["topk_certified_mean"]
     assert boxed["change_l2_median"] > 0 and explanation["bounds"] == "ibp"
 
-    symbolic = lipxai("certify", str(workdir), "--explanation", "--bounds", "symbolic", "--eps",
+    symbolic = lipxai_main(capsys, "certify", str(workdir), "--explanation", "--bounds", "symbolic", "--eps",
                       "0.001", "--k", "5", "--n", "8")
     assert symbolic.returncode == 0, symbolic.stderr[-2000:]
     tighter = json.loads((workdir / "certify-test-n8-eps0.001-k5-symbolic-explanation.json")
@@ -103,7 +114,7 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
     assert tighter["prediction_certified"] >= boxed["prediction_certified"]
 
     png = tmp_path / "grid.png"
-    expl = lipxai("explain", str(workdir), "--method", "saliency,gradcam,counterfactual", "--n", "3",
+    expl = lipxai_main(capsys, "explain", str(workdir), "--method", "saliency,gradcam,counterfactual", "--n", "3",
                   "--out", str(png))
     assert expl.returncode == 0, expl.stderr[-2000:]
     assert png.stat().st_size > 1000 and f"written {png}" in expl.stdout
@@ -121,16 +132,25 @@ def test_quickstart_end_to_end_on_a_tiny_config(tmp_path, capsys, monkeypatch):
     (["train", "--config", "configs/mnist_lip.py", "--workdir", "{tmp}/w", "--config.data.data_dir={tmp}"],
      "lipxai prepare-data mnist"),
 ])
-def test_errors_are_one_clear_line(tmp_path, args, message):
+def test_errors_are_one_clear_line(tmp_path, capsys, monkeypatch, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    out = lipxai(*args, env_extra={"TFDS_DATA_DIR": str(tmp_path)} if "data_dir" in " ".join(args) else None)
+    if "data_dir" in " ".join(args):
+        monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(REPO)   # the configs' paths are relative to the repository
+    out = lipxai_main(capsys, *args)   # an exception (a traceback) fails the test
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if "error" in line]
     assert errors and message in errors[-1], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
 
 
+def test_the_installed_command_exits_with_a_one_line_error(tmp_path):
+    out = lipxai("certify", str(tmp_path / "missing"))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"lipxai certify: error: workdir {tmp_path / 'missing'} does not exist"]
+
+
 @pytest.mark.parametrize("command", ["train", "certify", "explain", "evaluate", "quickstart", "prepare-data"])
-def test_help_everywhere(command):
-    out = lipxai(command, "--help")
+def test_help_everywhere(command, capsys):
+    out = lipxai_main(capsys, command, "--help")
     assert out.returncode == 0 and "usage: lipxai" in out.stdout
