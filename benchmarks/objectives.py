@@ -58,7 +58,7 @@ def stepper(method: str, model_name: str, x, y, steps: int, rewrite: bool = True
     step = step_lib.make_objective_step(model, build_objective(config), optimizer,
                                         num_steps=config.train.num_steps, seed=config.seed)
     state = init_state(model, optimizer, jax.random.PRNGKey(0), x[:1])
-    with mock.patch.object(step_lib, "for_gradients", side_effect=lambda fn: fn) if not rewrite \
+    with mock.patch.object(step_lib, "for_train_steps", side_effect=lambda fn: fn) if not rewrite \
             else contextlib.nullcontext():
         state, _ = step(state, x, y)
     jax.block_until_ready(state)

@@ -23,6 +23,7 @@ from lipxai._core.xla_cpu import (
     canonical_conv_kernels,
     for_gradient_loops,
     for_gradients,
+    for_train_steps,
     small_conv_kernels,
     threaded_conv_kernels,
 )
@@ -169,7 +170,8 @@ def test_the_cpu_entry_points_only_rewrite_on_cpu(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("rewrite", [canonical_conv_kernels, threaded_conv_kernels,
-                                     small_conv_kernels, for_gradient_loops, for_gradients])
+                                     small_conv_kernels, for_gradient_loops, for_gradients,
+                                     for_train_steps])
 def test_not_callable(rewrite):
     with pytest.raises(TypeError, match="fn must be callable"):
         rewrite(3)
@@ -401,3 +403,6 @@ def test_for_gradients_writes_small_kernels_only_on_cpu(backend, monkeypatch):
     revs = lambda fn: str(jax.make_jaxpr(fn)(w)).count("rev[")
     assert revs(for_gradients(grad)) - revs(grad) == (backend == "cpu")
     assert revs(for_gradient_loops(grad)) == revs(grad)  # layout only
+    small_only = str(jax.make_jaxpr(for_train_steps(grad))(w))
+    assert small_only.count("rev[") - revs(grad) == (backend == "cpu")
+    assert "transpose[" not in small_only and "slice[" not in small_only

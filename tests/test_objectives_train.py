@@ -210,7 +210,7 @@ def test_lipxai_train_runs_each_method_config(tmp_path, capsys, arg, extra):
     [("input_gradient_l2", dict(lam=2.0))],
 ])
 def test_the_objective_step_is_the_same_with_and_without_its_cpu_convolution_rewrite(terms, monkeypatch):
-    """On CPU the step's loss and gradient run through ``xla_cpu.for_gradients``; a "gpu"
+    """On CPU the step's loss and gradient run through ``xla_cpu.for_train_steps``; a "gpu"
     backend (monkeypatched) compiles the step as written.  Same losses and parameters."""
     model = zoo.unconstrained_cnn(3, (4, 8), (16,), kernel_sizes=(2, 2), strides=(2, 1), padding="VALID",
                                   pool=False)   # Wicker's CNN, tiny: 8 -> 4 -> 3

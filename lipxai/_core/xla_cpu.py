@@ -5,7 +5,8 @@ Three rewrites of a function's jaxpr (loop bodies included), both made of ordina
 with the values of the original, so they compose with every JAX transformation (``jvp``
 included).  They are meant for functions that already take their gradients (an attribution,
 a search loop, a chunk of attributions, a train step); :func:`for_gradients` applies all
-three on the CPU backend and :func:`for_gradient_loops` the first one only.
+three on the CPU backend, :func:`for_gradient_loops` the first one only and
+:func:`for_train_steps` the third one only.
 
 **Kernel layout** (:func:`canonical_conv_kernels`).  Reverse mode turns a convolution
 :math:`y = x \star W` into its input gradient :math:`\bar x = \bar y \star W'`, where
@@ -66,7 +67,7 @@ from jax import lax
 from lipxai._core.jaxpr import Rewriter
 
 __all__ = ["CPU_COMPILER_OPTIONS", "canonical_conv_kernels", "compiler_options", "for_gradient_loops",
-           "for_gradients", "jit", "small_conv_kernels", "threaded_conv_kernels"]
+           "for_gradients", "for_train_steps", "jit", "small_conv_kernels", "threaded_conv_kernels"]
 
 #: :func:`threaded_conv_kernels` pads a convolution only if the extra output positions are at
 #: most this fraction of its output (1/28 for a 28 x 28 "same" convolution, 1/14 at 14 x 14;
@@ -209,6 +210,15 @@ def for_gradient_loops(fn):
     whose bodies take gradients and also run forward passes (a metric's chunks)."""
     _check(fn)
     return canonical_conv_kernels(fn) if jax.default_backend() == "cpu" else fn
+
+
+def for_train_steps(fn):
+    """:func:`small_conv_kernels` on the CPU backend, ``fn`` itself on others: for a train
+    step's loss and gradient, where only the weight gradients of transposed convolutions (of
+    input-gradient regularisers and bounds) change form; the step's forward passes and attack
+    loops keep the forms their own code chose."""
+    _check(fn)
+    return small_conv_kernels(fn) if jax.default_backend() == "cpu" else fn
 
 
 def for_gradients(fn):

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lipxai._core.xla_cpu import for_gradients
+from lipxai._core.xla_cpu import for_train_steps
 from lipxai.train.objectives import objective as make_objective
 from lipxai.train.state import TrainState
 
@@ -29,9 +29,9 @@ def make_objective_step(model, objective: Callable, optimizer: optax.GradientTra
     objective's aux scalars.
 
     On the CPU backend the loss and its gradient run through
-    :func:`lipxai._core.xla_cpu.for_gradients`: the same values, with the convolutions of the
-    gradient computation (among them the weight gradients of the backward-pass convolutions
-    that bounded or regularised input gradients differentiate) in the forms XLA:CPU runs fastest.
+    :func:`lipxai._core.xla_cpu.for_train_steps`: the same values, with the weight gradients
+    of backward-pass (transposed) convolutions, which bounded or regularised input gradients
+    differentiate, in the form XLA:CPU runs many times faster.
     """
     base_key = jax.random.PRNGKey(seed)
 
@@ -48,7 +48,7 @@ def make_objective_step(model, objective: Callable, optimizer: optax.GradientTra
                                   progress=t / num_steps, logits=logits)
             return loss, (logits, updated, aux)
 
-        value_and_grad = for_gradients(jax.value_and_grad(loss_fn, has_aux=True))
+        value_and_grad = for_train_steps(jax.value_and_grad(loss_fn, has_aux=True))
         (loss, (logits, updated, aux)), grads = value_and_grad(state.params, state.collections, x, y,
                                                                state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
