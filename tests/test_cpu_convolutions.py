@@ -23,6 +23,8 @@ from lipxai._core.xla_cpu import (
     canonical_conv_kernels,
     for_gradient_loops,
     for_gradients,
+    for_train_steps,
+    small_conv_kernels,
     threaded_conv_kernels,
 )
 
@@ -168,7 +170,8 @@ def test_the_cpu_entry_points_only_rewrite_on_cpu(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("rewrite", [canonical_conv_kernels, threaded_conv_kernels,
-                                     for_gradient_loops, for_gradients])
+                                     small_conv_kernels, for_gradient_loops, for_gradients,
+                                     for_train_steps])
 def test_not_callable(rewrite):
     with pytest.raises(TypeError, match="fn must be callable"):
         rewrite(3)
@@ -312,3 +315,94 @@ def _ynn_convolutions(fn, *args) -> int:
     blocks = hlo.split("\n\n")
     return sum(block.count("convolution(") for block in blocks
                if any(block.lstrip().startswith(c + " ") for c in called))
+
+
+# ---- small kernels: the weight gradient of a transposed convolution --------------------------
+
+#: Convolutions whose input gradient (a transposed convolution) has a weight gradient with a
+#: kernel larger than its input: "VALID" ones (Wicker's CNN), strided ones (lhs dilation).
+SMALL = {
+    "valid_nhwc": dict(x=(2, 9, 8, 3), w=(4, 3, 3, 4), strides=(1, 1), padding="VALID",
+                       dilation=(1, 1), dn=("NHWC", "HWIO", "NHWC")),
+    "valid_strided": CASES["valid_strided"],
+    "nchw_padded": dict(x=(2, 3, 10, 9), w=(5, 3, 4, 3), strides=(1, 1), padding=((1, 0), (0, 1)),
+                        dilation=(1, 1), dn=("NCHW", "OIHW", "NCHW")),
+}
+
+
+def _swaps(fn, *args) -> int:
+    """How many convolutions of ``fn``'s jaxpr the small-kernel rewrite swapped (one ``rev``
+    each, on top of the kernel flips of the original)."""
+    return (str(jax.make_jaxpr(small_conv_kernels(fn))(*args)).count("rev[")
+            - str(jax.make_jaxpr(fn)(*args)).count("rev["))
+
+
+def _input_gradient_penalty(f, x):
+    """``w -> |grad_x sum f(x, w)^2|^2``: double backpropagation, whose weight gradient holds the
+    weight gradient of the transposed (input-gradient) convolution."""
+    return lambda w: jnp.sum(jax.grad(lambda u: jnp.sum(f(u, w) ** 2))(x) ** 2)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_kernel_form_has_the_values_and_derivatives_of_jax(name):
+    case = SMALL[name]
+    f = _model(case)
+    x, w = _inputs(case, seed=3)
+    grad = jax.grad(_input_gradient_penalty(f, x))
+    rewritten = small_conv_kernels(grad)
+    assert _swaps(grad, w) == 1
+    _close_to_scale(rewritten(w), grad(w))
+    _close_to_scale(jax.jit(rewritten)(w), grad(w))
+    tangent = jax.random.normal(jax.random.PRNGKey(4), w.shape)
+    _close_to_scale(jax.jvp(rewritten, (w,), (tangent,))[1], jax.jvp(grad, (w,), (tangent,))[1])
+    second = lambda g: jax.grad(lambda v: jnp.sum(jnp.sin(g(v))))(w)
+    _close_to_scale(second(rewritten), second(grad))
+
+
+def test_small_kernel_form_of_one_convolution_by_hand():
+    """A 1-D lhs-dilated convolution with a kernel longer than its input, against the sum
+    ``o_i = sum_p L_{p + i - l} R_p`` written out, and its gradients in both operands."""
+    lhs = jax.random.normal(jax.random.PRNGKey(5), (3, 2, 4))    # N C W: 4 positions, dilated to 7
+    rhs = jax.random.normal(jax.random.PRNGKey(6), (5, 2, 9))    # O I W: 9 > 7 positions
+    conv = lambda a, b: lax.conv_general_dilated(a, b, (1,), ((2, 3),), lhs_dilation=(2,),
+                                                 dimension_numbers=("NCW", "OIW", "NCW"))
+    assert _swaps(conv, lhs, rhs) == 1
+    dilated = jnp.zeros((3, 2, 7)).at[:, :, ::2].set(lhs)
+    padded = jnp.pad(dilated, ((0, 0), (0, 0), (2, 3)))             # 12 positions: 4 outputs
+    by_hand = jnp.stack([jnp.einsum("ncp,ocp->no", padded[:, :, i:i + 9], rhs) for i in range(4)], -1)
+    _close_to_scale(small_conv_kernels(conv)(lhs, rhs), by_hand)
+    ct = jax.random.normal(jax.random.PRNGKey(7), by_hand.shape)
+    for a, b in zip(jax.vjp(small_conv_kernels(conv), lhs, rhs)[1](ct), jax.vjp(conv, lhs, rhs)[1](ct),
+                    strict=True):
+        _close_to_scale(a, b)
+
+
+def test_small_kernel_form_leaves_other_convolutions_alone():
+    """Forward convolutions, input gradients, ordinary weight gradients, grouped and
+    kernel-dilated convolutions keep their form."""
+    case = SMALL["valid_nhwc"]
+    f = _model(case)
+    x, w = _inputs(case)
+    assert _swaps(jax.grad(lambda u: jnp.sum(f(u, w) ** 2)), x) == 0
+    assert _swaps(jax.grad(lambda v: jnp.sum(f(x, v) ** 2)), w) == 0
+    grouped = lambda u, v: jnp.tanh(lax.conv_general_dilated(u, v, (1, 1), "VALID", feature_group_count=3,
+                                                             dimension_numbers=case["dn"]))
+    v = jax.random.normal(jax.random.PRNGKey(8), (4, 3, 1, 6))
+    assert _swaps(jax.grad(_input_gradient_penalty(grouped, x)), v) == 0
+    dilated = _model(dict(case, dilation=(2, 1)))
+    assert _swaps(jax.grad(_input_gradient_penalty(dilated, x)), w) == 0
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_for_gradients_writes_small_kernels_only_on_cpu(backend, monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    case = SMALL["valid_nhwc"]
+    f = _model(case)
+    x, w = _inputs(case)
+    grad = jax.grad(_input_gradient_penalty(f, x))
+    revs = lambda fn: str(jax.make_jaxpr(fn)(w)).count("rev[")
+    assert revs(for_gradients(grad)) - revs(grad) == (backend == "cpu")
+    assert revs(for_gradient_loops(grad)) == revs(grad)  # layout only
+    small_only = str(jax.make_jaxpr(for_train_steps(grad))(w))
+    assert small_only.count("rev[") - revs(grad) == (backend == "cpu")
+    assert "transpose[" not in small_only and "slice[" not in small_only

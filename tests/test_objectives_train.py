@@ -217,3 +217,31 @@ def test_lipxai_train_runs_each_method_config(tmp_path, capsys, arg, extra):
         if method != "standard":
             assert record[method] >= 0
             np.testing.assert_allclose(record["loss"], record["task"] + record[method], rtol=1e-5)
+
+
+@pytest.mark.parametrize("terms", [
+    [("certified_explanation", dict(alpha=0.5, eps=0.05, gamma=0.01, kappa=0.5))],
+    [("input_gradient_l2", dict(lam=2.0))],
+])
+def test_the_objective_step_is_the_same_with_and_without_its_cpu_convolution_rewrite(terms, monkeypatch):
+    """On CPU the step's loss and gradient run through ``xla_cpu.for_train_steps``; a "gpu"
+    backend (monkeypatched) compiles the step as written.  Same losses and parameters."""
+    model = zoo.unconstrained_cnn(3, (4, 8), (16,), kernel_sizes=(2, 2), strides=(2, 1), padding="VALID",
+                                  pool=False)   # Wicker's CNN, tiny: 8 -> 4 -> 3
+    optimizer = optax.sgd(0.1)
+    init = init_state(model, optimizer, jax.random.PRNGKey(0), X[:1])
+    runs = {}
+    for backend in ("cpu", "gpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        step = make_objective_step(model, lx.train.objective(terms=terms), optimizer, num_steps=3)
+        jaxpr = str(jax.make_jaxpr(step)(init, X, Y))
+        state, losses_ = jax.tree_util.tree_map(jnp.copy, init), []
+        for _ in range(3):
+            state, metrics = step(state, X, Y)
+            losses_.append(metrics["loss"])
+        runs[backend] = jaxpr, losses_, state.params
+    (cpu_jaxpr, cpu_losses, cpu_params), (gpu_jaxpr, gpu_losses, gpu_params) = runs["cpu"], runs["gpu"]
+    assert cpu_jaxpr.count("rev[") > gpu_jaxpr.count("rev[")  # the small-kernel form is used
+    np.testing.assert_allclose(cpu_losses, gpu_losses, rtol=1e-5)
+    for u, v in zip(jax.tree_util.tree_leaves(cpu_params), jax.tree_util.tree_leaves(gpu_params), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)

@@ -1,11 +1,12 @@
 r"""XLA:CPU: convolutions in gradient computations written the way it runs them fastest, and
 :func:`jit` with its compile options for attribution workloads (opt-in, ``lx.explain.jit``).
 
-Two rewrites of a function's jaxpr (loop bodies included), both made of ordinary operations
+Three rewrites of a function's jaxpr (loop bodies included), both made of ordinary operations
 with the values of the original, so they compose with every JAX transformation (``jvp``
 included).  They are meant for functions that already take their gradients (an attribution,
-a search loop, a chunk of attributions); :func:`for_gradients` applies both on the CPU
-backend and :func:`for_gradient_loops` the first one only.
+a search loop, a chunk of attributions, a train step); :func:`for_gradients` applies all
+three on the CPU backend, :func:`for_gradient_loops` the first one only and
+:func:`for_train_steps` the third one only.
 
 **Kernel layout** (:func:`canonical_conv_kernels`).  Reverse mode turns a convolution
 :math:`y = x \star W` into its input gradient :math:`\bar x = \bar y \star W'`, where
@@ -35,6 +36,21 @@ computations (figures in docs/results.md).  Not for forward-only functions: ther
 convolution, its ReLU and its pooling end in a reduction, a fusion YNNPACK does run on every
 core, and the padding would only add work.
 
+**Small kernel** (:func:`small_conv_kernels`).  The weight gradient of a transposed
+convolution (the input-gradient convolution of a backward pass, differentiated again with
+respect to its kernel: interval bounds of a gradient, double backpropagation) reaches XLA
+as a convolution whose "kernel" is an activation larger than its input: with
+:math:`L` the (lhs-dilated by :math:`d`) input of :math:`n_L` positions, :math:`R` the kernel
+of :math:`n_R > n_L` positions and padding :math:`(l, h)`, its :math:`N` outputs are
+:math:`o_i = \sum_p L_{p + i - l} R_p`.  XLA:CPU runs it many times slower than the same
+products written as an ordinary weight gradient, :math:`o'_k = \sum_q R_{k + q - l'} L_q`
+(input :math:`R`, kernel :math:`L` dilated by :math:`d`, padding
+:math:`l' = N - 1 - l`, :math:`h' = (n_L - 1) d + 1 - n_R + l`), whose outputs are those of
+the original reversed, :math:`o_i = o'_{N - 1 - i}`, with batch and feature roles of the
+output swapped.  So every stride-1, undilated-kernel, ungrouped convolution whose kernel is
+larger than its dilated input along every spatial axis (and the new padding is
+non-negative) is written in that form followed by a spatial ``rev``.
+
 Convolutions inside custom-derivative rules, or inside higher-order primitives other than
 calls, remat, ``cond``, ``scan`` and ``while``, are left as they are.
 """
@@ -51,7 +67,7 @@ from jax import lax
 from lipxai._core.jaxpr import Rewriter
 
 __all__ = ["CPU_COMPILER_OPTIONS", "canonical_conv_kernels", "compiler_options", "for_gradient_loops",
-           "for_gradients", "jit", "threaded_conv_kernels"]
+           "for_gradients", "for_train_steps", "jit", "small_conv_kernels", "threaded_conv_kernels"]
 
 #: :func:`threaded_conv_kernels` pads a convolution only if the extra output positions are at
 #: most this fraction of its output (1/28 for a 28 x 28 "same" convolution, 1/14 at 14 x 14;
@@ -98,24 +114,55 @@ def _extra_outputs(eqn):
     return (i, extra[i]) if extra[i] <= MAX_EXTRA_WORK * sizes[i][2] else None
 
 
+def _swapped_padding(eqn):
+    """The padding of the small-kernel form of ``eqn`` (module docstring), or ``None`` where
+    the small-kernel rewrite does not apply."""
+    p = eqn.params
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    lhs, rhs = (v.aval for v in eqn.invars)
+    out = eqn.outvars[0].aval
+    if (p["feature_group_count"] != 1 or p["batch_group_count"] != 1
+            or any(s != 1 for s in p["window_strides"]) or any(d != 1 for d in p["rhs_dilation"])):
+        return None
+    padding = []
+    for i, (lo, _) in enumerate(p["padding"]):
+        n_l = (lhs.shape[lhs_spec[2 + i]] - 1) * p["lhs_dilation"][i] + 1
+        n_r, n = rhs.shape[rhs_spec[2 + i]], out.shape[out_spec[2 + i]]
+        new = (n - 1 - lo, n_l - n_r + lo)
+        if n_r <= n_l or min(new) < 0:
+            return None
+        padding.append(new)
+    return tuple(padding)
+
+
 class _ConvRewriter(Rewriter):
     inline_custom_derivatives = False
     strict = False
     description = "a convolution"
 
-    def __init__(self, *, layout: bool, threaded: bool):
+    def __init__(self, *, layout: bool, threaded: bool, small: bool = False):
         super().__init__()
-        self.layout, self.threaded = layout, threaded
+        self.layout, self.threaded, self.small = layout, threaded, small
 
     def is_target(self, eqn, context) -> bool:
         if eqn.primitive is not lax.conv_general_dilated_p:
             return False
-        return ((self.layout and _moves_kernel(eqn))
+        return ((self.small and _swapped_padding(eqn) is not None)
+                or (self.layout and _moves_kernel(eqn))
                 or (self.threaded and _extra_outputs(eqn) is not None))
 
     def rewrite(self, eqn, invals, context):
         lhs, rhs = invals
         params = dict(eqn.params)
+        padding = _swapped_padding(eqn) if self.small else None
+        if padding is not None:
+            lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
+            params.update(padding=padding, rhs_dilation=params["lhs_dilation"],
+                          lhs_dilation=(1,) * len(padding),
+                          dimension_numbers=lax.ConvDimensionNumbers(
+                              rhs_spec, lhs_spec, (out_spec[1], out_spec[0], *out_spec[2:])))
+            out = lax.conv_general_dilated_p.bind(rhs, lhs, **params)
+            return lax.rev(out, tuple(out_spec[2:]))
         lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
         if self.layout and _moves_kernel(eqn):
             rhs = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))
@@ -151,6 +198,13 @@ def threaded_conv_kernels(fn):
     return _ConvRewriter(layout=False, threaded=True).transform(fn)
 
 
+def small_conv_kernels(fn):
+    """``fn`` with its weight gradients of transposed convolutions written as ordinary weight
+    gradients (module docstring)."""
+    _check(fn)
+    return _ConvRewriter(layout=False, threaded=False, small=True).transform(fn)
+
+
 def for_gradient_loops(fn):
     """:func:`canonical_conv_kernels` on the CPU backend, ``fn`` itself on others: for loops
     whose bodies take gradients and also run forward passes (a metric's chunks)."""
@@ -158,13 +212,22 @@ def for_gradient_loops(fn):
     return canonical_conv_kernels(fn) if jax.default_backend() == "cpu" else fn
 
 
+def for_train_steps(fn):
+    """:func:`small_conv_kernels` on the CPU backend, ``fn`` itself on others: for a train
+    step's loss and gradient, where only the weight gradients of transposed convolutions (of
+    input-gradient regularisers and bounds) change form; the step's forward passes and attack
+    loops keep the forms their own code chose."""
+    _check(fn)
+    return small_conv_kernels(fn) if jax.default_backend() == "cpu" else fn
+
+
 def for_gradients(fn):
-    """Both rewrites on the CPU backend, ``fn`` itself on others: for functions whose
+    """The three rewrites on the CPU backend, ``fn`` itself on others: for functions whose
     convolutions are (mostly) in gradient computations."""
     _check(fn)
     if jax.default_backend() != "cpu":
         return fn
-    return _ConvRewriter(layout=True, threaded=True).transform(fn)
+    return _ConvRewriter(layout=True, threaded=True, small=True).transform(fn)
 
 
 #: XLA CPU compile options that :func:`jit` requests (when this XLA knows them).
