@@ -153,7 +153,7 @@ def test_ramp_reaches_its_end_value():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: lx.train.objective(terms=[("nope", {})]), "unknown objective term 'nope'; known terms: gradient_smoothness"),
+    (lambda: lx.train.objective(terms=[("nope", {})]), "unknown objective term 'nope'; known terms: certified_explanation, gradient_smoothness"),
     (lambda: lx.train.objective("nope"), "unknown task 'nope'; known tasks: cross_entropy"),
     (lambda: lx.train.objective("hkr", task_kwargs=dict(beta=1)), "task hkr has no argument 'beta'"),
     (lambda: lx.train.objective(terms=[("hessian_norm", dict(lam=-1.0))]), "lam must be a finite number >= 0"),
