@@ -26,7 +26,6 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import lax
 
 from lipxai._core.xla_cpu import for_gradient_loops
@@ -37,6 +36,7 @@ from lipxai.train.objectives.base import (
     Term,
     choice,
     count,
+    cross_entropy,
     fraction,
     nonnegative,
     positive,
@@ -98,10 +98,6 @@ def kl_divergence(p_logits, q_logits):
     :math:`\sum_c p_c (\log p_c - \log q_c)`, from logits (log-softmax, so stable)."""
     log_p = jax.nn.log_softmax(p_logits, axis=-1)
     return jnp.sum(jnp.exp(log_p) * (log_p - jax.nn.log_softmax(q_logits, axis=-1)), axis=-1)
-
-
-def _cross_entropy(logits, y):
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
 
 def ball_sample(key, x, eps, norm="linf"):
@@ -402,7 +398,7 @@ def scaat(lam, eps, steps, q=0.5, norm="linf", ce_weight=0.0, adaptive="sparsene
             domain=ctx.domain)
         adv_logits = ctx.model(x_adv)
         kl = jnp.mean(kl_divergence(ctx.logits, adv_logits)).astype(jnp.float32)
-        ce = _cross_entropy(adv_logits, ctx.y).astype(jnp.float32)
+        ce = cross_entropy(adv_logits, ctx.y).astype(jnp.float32)
         aux = {"kl": kl, "adv_ce": ce, "masked_fraction": jnp.mean(mask.astype(jnp.float32)),
                "budget": jnp.mean(eps_b).astype(jnp.float32)}
         return lam * kl + ce_weight * ce, aux

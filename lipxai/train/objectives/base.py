@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Context:
     def clip(self, x):
         """``x`` clipped to :attr:`domain` (unchanged when there is none)."""
         return x if self.domain is None else jnp.clip(x, *self.domain)
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of ``logits [B, C]`` and integer ``labels [B]`` (the default
+    task loss, and the loss that adversarial terms take at their adversarial examples)."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 class Term(NamedTuple):

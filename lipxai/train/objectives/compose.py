@@ -23,21 +23,15 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lipxai import losses
-from lipxai.train.objectives.base import Context, Term, nonnegative
+from lipxai.train.objectives.base import Context, Term, cross_entropy, nonnegative
 from lipxai.train.objectives.registry import make_term
 
 #: The task losses an objective can name: mean softmax cross-entropy, and the losses of
 #: :mod:`lipxai.losses` (for 1-Lipschitz networks).
 TASKS = ("cross_entropy", "kr", "hinge_margin", "hkr", "multiclass_kr", "multiclass_hinge",
          "multiclass_hkr", "soft_hkr", "tau_cross_entropy")
-
-
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy of ``logits [B, C]`` and integer ``labels [B]``."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def task_loss(task, task_kwargs=None) -> Callable:
